@@ -1,0 +1,381 @@
+"""RawSpan → normalized span columns (a ``SpanBatch``).
+
+Reads every naming convention in ``conventions.py``, prices spans that carry tokens
+but no cost, and validates what a bad client may send (ids, timestamps, types, sizes).
+A request is stored whole or not at all: ``normalize_spans`` raises ``InvalidSpans``
+listing every problem it found, each naming the span and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from goldenloop import conventions as cv
+from goldenloop.ingest.raw import STATUS_ERROR, RawSpan
+from goldenloop.model import SPAN_COLUMN_NAMES, SpanBatch, SpanKind
+from goldenloop.pricing import PriceTable
+
+_NS_PER_US = 1000
+_US_PER_HOUR = 3600 * 1_000_000
+_US_PER_DAY = 24 * _US_PER_HOUR
+_MAX_ERRORS_REPORTED = 20
+
+#: attribute key → (field, priority); lower priority wins.
+_KEY_TO_FIELD: dict[str, list[tuple[str, int]]] = {}
+for _field, _keys in cv.FIELD_SOURCES.items():
+    for _priority, _key in enumerate(_keys):
+        _KEY_TO_FIELD.setdefault(_key, []).append((_field, _priority))
+
+_INT_FIELDS = frozenset({"input_tokens", "output_tokens"})
+_FLOAT_FIELDS = frozenset({"cost_usd", "score"})
+_TEXT_FIELDS = frozenset({"input_text", "output_text", "tool_args"})
+
+#: Provider finish reasons → goldenloop stop_reason.
+STOP_REASONS: dict[str, str] = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "complete": "stop",
+    "length": "max_tokens",
+    "max_tokens": "max_tokens",
+    "max_output_tokens": "max_tokens",
+    "tool_calls": "tool_calls",
+    "tool_use": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "safety": "content_filter",
+    "refusal": "content_filter",
+    "error": "error",
+}
+
+
+class InvalidSpans(ValueError):
+    """The request holds spans that cannot be stored; ``problems`` names each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        more = "" if len(problems) <= _MAX_ERRORS_REPORTED else f" (+{len(problems) - 20} more)"
+        super().__init__("; ".join(self.problems[:_MAX_ERRORS_REPORTED]) + more)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    max_attribute_bytes: int = 256 * 1024
+    max_clock_skew_hours: int = 24
+    oldest_span_days: int = 3650
+
+
+def _hex_id_problem(value: str | None, length: int, what: str) -> str | None:
+    if not value:
+        return f"{what} is missing"
+    if len(value) != length:
+        return f"{what} must be {length // 2} bytes ({length} hex characters), got {len(value)}"
+    try:
+        if int(value, 16) == 0:
+            return f"{what} is all zeros"
+    except ValueError:
+        return f"{what} is not hexadecimal: {value[:40]!r}"
+    return None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _stop_reason(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        value = value[0] if value else ""
+    text = str(value).strip().lower()
+    return STOP_REASONS.get(text, text)
+
+
+def _feature_flags(raw: RawSpan, mapped: Any) -> dict[str, str]:
+    flags: dict[str, str] = {}
+    if isinstance(mapped, str) and mapped:
+        try:
+            mapped = json.loads(mapped)
+        except json.JSONDecodeError:
+            mapped = dict(p.partition("=")[::2] for p in mapped.split(",") if p)
+    if isinstance(mapped, dict):
+        flags.update({str(k): _as_text(v) for k, v in mapped.items()})
+    key = raw.attributes.get(cv.FEATURE_FLAG_KEY)
+    if key is not None:
+        variant = next((raw.attributes[v] for v in cv.FEATURE_FLAG_VARIANTS if v in raw.attributes), "")
+        flags[str(key)] = _as_text(variant)
+    for event in raw.events:
+        if event.name in cv.FEATURE_FLAG_EVENTS and cv.FEATURE_FLAG_KEY in event.attributes:
+            variant = next(
+                (event.attributes[v] for v in cv.FEATURE_FLAG_VARIANTS if v in event.attributes),
+                "",
+            )
+            flags[str(event.attributes[cv.FEATURE_FLAG_KEY])] = _as_text(variant)
+    return flags
+
+
+def _kind(raw: RawSpan, fields: dict[str, Any]) -> str:
+    for key in cv.KIND_SOURCES:
+        value = raw.attributes.get(key)
+        if isinstance(value, str):
+            kind = cv.KIND_VALUES.get(value.strip().lower())
+            if kind is not None:
+                return kind.value
+    if fields.get("tool_name"):
+        return SpanKind.TOOL.value
+    if fields.get("model") and (fields.get("input_tokens") is not None or fields.get("output_tokens") is not None):
+        return SpanKind.LLM.value
+    return SpanKind.OTHER.value
+
+
+class _SpanNormalizer:
+    """Holds the per-request context; ``row`` turns one RawSpan into a column row."""
+
+    def __init__(
+        self,
+        *,
+        default_project: str,
+        project_override: str | None,
+        prices: PriceTable,
+        now_us: int,
+        limits: IngestLimits,
+    ) -> None:
+        self.default_project = default_project
+        self.project_override = project_override
+        self.prices = prices
+        self.now_us = now_us
+        self.limits = limits
+        self.latest_start_us = now_us + limits.max_clock_skew_hours * _US_PER_HOUR
+        self.earliest_start_us = now_us - limits.oldest_span_days * _US_PER_DAY
+        self._resource_cache: dict[int, tuple[str, str]] = {}
+
+    def _resource(self, raw: RawSpan) -> tuple[str, str]:
+        """(project from resource, resource JSON), cached per resource dict."""
+        cached = self._resource_cache.get(id(raw.resource))
+        if cached is None:
+            project = next(
+                (str(raw.resource[k]) for k in cv.PROJECT_RESOURCE_KEYS if raw.resource.get(k)),
+                "",
+            )
+            cached = (project, json.dumps(raw.resource, ensure_ascii=False, default=str))
+            self._resource_cache[id(raw.resource)] = cached
+        return cached
+
+    def problems(self, raw: RawSpan) -> list[str]:
+        problems = []
+        for value, length, what in (
+            (raw.trace_id, 32, "traceId"),
+            (raw.span_id, 16, "spanId"),
+        ):
+            problem = _hex_id_problem(value, length, what)
+            if problem:
+                problems.append(problem)
+        if raw.parent_span_id:
+            problem = _hex_id_problem(raw.parent_span_id, 16, "parentSpanId")
+            if problem:
+                problems.append(problem)
+        start_us = raw.start_time_unix_nano // _NS_PER_US
+        end_us = raw.end_time_unix_nano // _NS_PER_US
+        if raw.start_time_unix_nano <= 0:
+            problems.append("startTimeUnixNano is missing or zero")
+        elif not self.earliest_start_us <= start_us <= self.latest_start_us:
+            problems.append(
+                f"startTimeUnixNano {raw.start_time_unix_nano} is absurd (more than "
+                f"{self.limits.oldest_span_days} days ago or {self.limits.max_clock_skew_hours} "
+                "hours in the future)"
+            )
+        if raw.end_time_unix_nano < raw.start_time_unix_nano:
+            problems.append("endTimeUnixNano is before startTimeUnixNano")
+        elif end_us - start_us > 7 * _US_PER_DAY:
+            problems.append("span lasts more than 7 days (endTimeUnixNano is absurd)")
+        limit = self.limits.max_attribute_bytes
+        for key, value in raw.attributes.items():
+            if isinstance(value, str) and len(value) > limit // 4 and len(value.encode()) > limit:
+                problems.append(
+                    f"attribute {key!r} is {len(value.encode())} bytes; the limit is {limit}"
+                )
+            elif isinstance(value, list | dict) and len(_as_text(value)) > limit:
+                problems.append(f"attribute {key!r} is larger than the limit of {limit} bytes")
+        return problems
+
+    def mapped_fields(self, raw: RawSpan) -> tuple[dict[str, Any], list[str]]:
+        fields: dict[str, Any] = {}
+        best: dict[str, int] = {}
+        for key, value in raw.attributes.items():
+            targets = _KEY_TO_FIELD.get(key)
+            if not targets or value is None or value == "":
+                continue
+            for field, priority in targets:
+                if priority < best.get(field, 1 << 30):
+                    best[field] = priority
+                    fields[field] = (key, value)
+        problems = []
+        result: dict[str, Any] = {}
+        for field, (key, value) in fields.items():
+            if field in _INT_FIELDS:
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    problems.append(f"attribute {key!r} must be an integer, got {type(value).__name__}")
+                    continue
+                try:
+                    number = int(value) if not isinstance(value, float) else int(round(value))
+                except ValueError:
+                    problems.append(f"attribute {key!r} must be an integer, got {value!r:.40}")
+                    continue
+                if number < 0:
+                    problems.append(f"attribute {key!r} must not be negative, got {number}")
+                    continue
+                result[field] = number
+            elif field in _FLOAT_FIELDS:
+                try:
+                    if isinstance(value, bool):
+                        raise ValueError
+                    result[field] = float(value)
+                except (TypeError, ValueError):
+                    problems.append(f"attribute {key!r} must be a number, got {value!r:.40}")
+            elif field == "stop_reason":
+                result[field] = _stop_reason(value)
+            elif field in _TEXT_FIELDS:
+                result[field] = _as_text(value)
+            else:
+                result[field] = value if isinstance(value, str) else _as_text(value)
+        return result, problems
+
+    def row(self, raw: RawSpan) -> tuple[dict[str, Any] | None, list[str]]:
+        problems = self.problems(raw)
+        fields, type_problems = self.mapped_fields(raw)
+        problems += type_problems
+        if problems:
+            return None, problems
+        resource_project, resource_json = self._resource(raw)
+        start_us = raw.start_time_unix_nano // _NS_PER_US
+        end_us = raw.end_time_unix_nano // _NS_PER_US
+        kind = _kind(raw, fields)
+        error_type = fields.get("error_type")
+        if error_type is None:
+            error_type = next(
+                (
+                    str(e.attributes["exception.type"])
+                    for e in raw.events
+                    if e.name == "exception" and "exception.type" in e.attributes
+                ),
+                None,
+            )
+        status = "error" if raw.status_code == STATUS_ERROR else "ok"
+        cost = fields.get("cost_usd")
+        if cost is None:
+            cost = self.prices.cost(
+                fields.get("model"), fields.get("input_tokens"), fields.get("output_tokens")
+            )
+        prompt_hash = fields.get("prompt_hash")
+        template = raw.attributes.get("llm.prompt_template.template")
+        if prompt_hash is None and isinstance(template, str) and template:
+            prompt_hash = hashlib.sha256(template.encode()).hexdigest()[:8]
+        flags = _feature_flags(raw, raw.attributes.get(cv.FEATURE_FLAGS))
+        attributes = {k: v for k, v in raw.attributes.items() if k not in cv.MOVED_TO_COLUMNS}
+        return {
+            "project": self.project_override
+            or fields.get("project")
+            or resource_project
+            or self.default_project,
+            "trace_id": raw.trace_id.lower(),
+            "span_id": raw.span_id.lower(),
+            "parent_id": raw.parent_span_id.lower() if raw.parent_span_id else None,
+            "session_id": fields.get("session_id"),
+            "message_id": fields.get("message_id"),
+            "name": raw.name,
+            "kind": kind,
+            "start_time": start_us,
+            "end_time": end_us,
+            "latency_ms": (raw.end_time_unix_nano - raw.start_time_unix_nano) / 1e6,
+            "status": status,
+            "error_type": error_type,
+            "status_message": raw.status_message or None,
+            "model": fields.get("model"),
+            "provider": fields.get("provider"),
+            "input_tokens": fields.get("input_tokens"),
+            "output_tokens": fields.get("output_tokens"),
+            "cost_usd": cost,
+            "stop_reason": fields.get("stop_reason"),
+            "prompt_hash": prompt_hash,
+            "model_version": fields.get("model_version"),
+            "feature_flags": json.dumps(flags, ensure_ascii=False) if flags else "{}",
+            "customer_tier": fields.get("customer_tier"),
+            "locale": fields.get("locale"),
+            "index_version": fields.get("index_version"),
+            "user_id": fields.get("user_id"),
+            "tool_name": fields.get("tool_name"),
+            "tool_args": fields.get("tool_args"),
+            "score": fields.get("score"),
+            "input_text": fields.get("input_text"),
+            "output_text": fields.get("output_text"),
+            "attributes": json.dumps(attributes, ensure_ascii=False, default=str),
+            "resource": resource_json,
+            "events": json.dumps(
+                [
+                    {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes}
+                    for e in raw.events
+                ],
+                ensure_ascii=False,
+                default=str,
+            )
+            if raw.events
+            else "[]",
+            "ingested_at": self.now_us,
+        }, []
+
+
+def _propagate_trace_fields(rows: list[dict[str, Any]]) -> None:
+    """Give every span of a trace the turn-level fields another span of it carries."""
+    known: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for field in cv.TRACE_LEVEL_FIELDS:
+            value = row[field]
+            if value is not None:
+                known.setdefault(row["trace_id"], {}).setdefault(field, value)
+    for row in rows:
+        inherited = known.get(row["trace_id"])
+        if inherited:
+            for field, value in inherited.items():
+                if row[field] is None:
+                    row[field] = value
+        if row["message_id"] is None:
+            row["message_id"] = row["trace_id"]
+
+
+def normalize_spans(
+    raw_spans: Sequence[RawSpan],
+    *,
+    default_project: str,
+    prices: PriceTable,
+    now_us: int,
+    project_override: str | None = None,
+    limits: IngestLimits | None = None,
+) -> SpanBatch:
+    """Normalize a request's spans; raise ``InvalidSpans`` if any span is bad."""
+    normalizer = _SpanNormalizer(
+        default_project=default_project,
+        project_override=project_override,
+        prices=prices,
+        now_us=now_us,
+        limits=limits or IngestLimits(),
+    )
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, raw in enumerate(raw_spans):
+        row, span_problems = normalizer.row(raw)
+        if span_problems:
+            label = f"span #{index} {raw.name[:60]!r}"
+            if raw.span_id:
+                label += f" (spanId {raw.span_id[:16]})"
+            problems.extend(f"{label}: {p}" for p in span_problems)
+        elif row is not None:
+            rows.append(row)
+    if problems:
+        raise InvalidSpans(problems)
+    _propagate_trace_fields(rows)
+    columns = {name: [row[name] for row in rows] for name in SPAN_COLUMN_NAMES}
+    return SpanBatch(columns)
