@@ -89,7 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
         3650,
         "Spans that start more than this many days ago are rejected as absurd.",
     ),
-    Setting("prices_file", str, "", "YAML/JSON file of per-model price overrides (USD per 1M tokens)."),
+    Setting(
+        "prices_file", str, "", "YAML/JSON file of per-model price overrides (USD per 1M tokens)."
+    ),
     Setting("log_level", str, "info", "Server log level (debug, info, warning, error)."),
 )
 

@@ -44,7 +44,13 @@ FIELD_SOURCES: Final[dict[str, tuple[str, ...]]] = {
         "llm.model_name",
         "embedding.model_name",
     ),
-    "provider": ("goldenloop.provider", "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "provider": (
+        "goldenloop.provider",
+        "gen_ai.provider.name",
+        "gen_ai.system",
+        "llm.provider",
+        "llm.system",
+    ),
     "input_tokens": (
         "goldenloop.usage.input_tokens",
         "gen_ai.usage.input_tokens",
@@ -60,7 +66,12 @@ FIELD_SOURCES: Final[dict[str, tuple[str, ...]]] = {
     "cost_usd": (COST_USD, "gen_ai.usage.cost", "llm.cost.total"),
     "stop_reason": (STOP_REASON, "gen_ai.response.finish_reasons", "llm.finish_reason"),
     "prompt_hash": (PROMPT_HASH, PROMPT_VERSION, "llm.prompt_template.version", "gen_ai.prompt.id"),
-    "model_version": (MODEL_VERSION, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name"),
+    "model_version": (
+        MODEL_VERSION,
+        "gen_ai.response.model",
+        "gen_ai.request.model",
+        "llm.model_name",
+    ),
     "customer_tier": (CUSTOMER_TIER, "customer.tier", "app.customer.tier"),
     "locale": (LOCALE, "user.locale", "app.locale"),
     "index_version": (INDEX_VERSION, "retrieval.index.version", "db.collection.version"),

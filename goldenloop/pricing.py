@@ -89,7 +89,9 @@ class PriceTable:
         self._cache[model] = price
         return price
 
-    def cost(self, model: str | None, input_tokens: int | None, output_tokens: int | None) -> float | None:
+    def cost(
+        self, model: str | None, input_tokens: int | None, output_tokens: int | None
+    ) -> float | None:
         """Cost in USD, or None when the model is unknown or no tokens were reported."""
         if not model or (input_tokens is None and output_tokens is None):
             return None

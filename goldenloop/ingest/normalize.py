@@ -106,7 +106,9 @@ def _feature_flags(raw: RawSpan, mapped: Any) -> dict[str, str]:
         flags.update({str(k): _as_text(v) for k, v in mapped.items()})
     key = raw.attributes.get(cv.FEATURE_FLAG_KEY)
     if key is not None:
-        variant = next((raw.attributes[v] for v in cv.FEATURE_FLAG_VARIANTS if v in raw.attributes), "")
+        variant = next(
+            (raw.attributes[v] for v in cv.FEATURE_FLAG_VARIANTS if v in raw.attributes), ""
+        )
         flags[str(key)] = _as_text(variant)
     for event in raw.events:
         if event.name in cv.FEATURE_FLAG_EVENTS and cv.FEATURE_FLAG_KEY in event.attributes:
@@ -127,7 +129,9 @@ def _kind(raw: RawSpan, fields: dict[str, Any]) -> str:
                 return kind.value
     if fields.get("tool_name"):
         return SpanKind.TOOL.value
-    if fields.get("model") and (fields.get("input_tokens") is not None or fields.get("output_tokens") is not None):
+    if fields.get("model") and (
+        fields.get("input_tokens") is not None or fields.get("output_tokens") is not None
+    ):
         return SpanKind.LLM.value
     return SpanKind.OTHER.value
 
@@ -218,7 +222,9 @@ class _SpanNormalizer:
         for field, (key, value) in fields.items():
             if field in _INT_FIELDS:
                 if isinstance(value, bool) or not isinstance(value, int | float | str):
-                    problems.append(f"attribute {key!r} must be an integer, got {type(value).__name__}")
+                    problems.append(
+                        f"attribute {key!r} must be an integer, got {type(value).__name__}"
+                    )
                     continue
                 try:
                     number = int(value) if not isinstance(value, float) else int(round(value))

@@ -175,7 +175,9 @@ def _json_any_value(value: Any, path: str) -> Any:
         items = _expect(array.get("values", []), list, path + ".arrayValue.values", "a list")
         return [_json_any_value(v, f"{path}.arrayValue.values[{i}]") for i, v in enumerate(items)]
     if "kvlistValue" in value or "kvlist_value" in value:
-        kvlist = _expect(_field(value, "kvlistValue", path), dict, path + ".kvlistValue", "an object")
+        kvlist = _expect(
+            _field(value, "kvlistValue", path), dict, path + ".kvlistValue", "an object"
+        )
         return _json_attributes(kvlist.get("values", []), path + ".kvlistValue.values")
     if "bytesValue" in value or "bytes_value" in value:
         return _expect(_field(value, "bytesValue", path), str, path, "a base64 string")
@@ -206,43 +208,70 @@ def decode_json(body: bytes) -> list[RawSpan]:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from None
     _expect(document, dict, "body", "an ExportTraceServiceRequest object")
     spans: list[RawSpan] = []
-    resource_list = _expect(_field(document, "resourceSpans", "") or [], list, "resourceSpans", "a list")
+    resource_list = _expect(
+        _field(document, "resourceSpans", "") or [], list, "resourceSpans", "a list"
+    )
     for r, resource_spans in enumerate(resource_list):
         rpath = f"resourceSpans[{r}]"
         _expect(resource_spans, dict, rpath, "an object")
-        resource_obj = _expect(_field(resource_spans, "resource", rpath) or {}, dict, rpath + ".resource", "an object")
+        resource_obj = _expect(
+            _field(resource_spans, "resource", rpath) or {}, dict, rpath + ".resource", "an object"
+        )
         resource = _json_attributes(resource_obj.get("attributes"), rpath + ".resource.attributes")
-        scope_list = _expect(_field(resource_spans, "scopeSpans", rpath) or [], list, rpath + ".scopeSpans", "a list")
+        scope_list = _expect(
+            _field(resource_spans, "scopeSpans", rpath) or [], list, rpath + ".scopeSpans", "a list"
+        )
         for s, scope_spans in enumerate(scope_list):
             spath = f"{rpath}.scopeSpans[{s}]"
             _expect(scope_spans, dict, spath, "an object")
             scope = _field(scope_spans, "scope", spath) or {}
-            span_list = _expect(_field(scope_spans, "spans", spath) or [], list, spath + ".spans", "a list")
+            span_list = _expect(
+                _field(scope_spans, "spans", spath) or [], list, spath + ".spans", "a list"
+            )
             for i, span in enumerate(span_list):
                 path = f"{spath}.spans[{i}]"
                 _expect(span, dict, path, "a span object")
-                status = _expect(_field(span, "status", path) or {}, dict, path + ".status", "an object")
-                events = _expect(_field(span, "events", path) or [], list, path + ".events", "a list")
+                status = _expect(
+                    _field(span, "status", path) or {}, dict, path + ".status", "an object"
+                )
+                events = _expect(
+                    _field(span, "events", path) or [], list, path + ".events", "a list"
+                )
                 spans.append(
                     RawSpan(
                         trace_id=_json_id(_field(span, "traceId", path), path + ".traceId"),
                         span_id=_json_id(_field(span, "spanId", path), path + ".spanId"),
-                        parent_span_id=_json_id(_field(span, "parentSpanId", path), path + ".parentSpanId")
+                        parent_span_id=_json_id(
+                            _field(span, "parentSpanId", path), path + ".parentSpanId"
+                        )
                         or None,
-                        name=str(_expect(_field(span, "name", path, ""), str, path + ".name", "a string")),
+                        name=str(
+                            _expect(_field(span, "name", path, ""), str, path + ".name", "a string")
+                        ),
                         start_time_unix_nano=_int64(
                             _field(span, "startTimeUnixNano", path), path + ".startTimeUnixNano"
                         ),
                         end_time_unix_nano=_int64(
                             _field(span, "endTimeUnixNano", path), path + ".endTimeUnixNano"
                         ),
-                        attributes=_json_attributes(_field(span, "attributes", path), path + ".attributes"),
+                        attributes=_json_attributes(
+                            _field(span, "attributes", path), path + ".attributes"
+                        ),
                         resource=resource,
                         events=[
                             RawEvent(
-                                str(_expect(e, dict, f"{path}.events[{j}]", "an object").get("name", "")),
-                                _int64(_field(e, "timeUnixNano", path), f"{path}.events[{j}].timeUnixNano"),
-                                _json_attributes(e.get("attributes"), f"{path}.events[{j}].attributes"),
+                                str(
+                                    _expect(e, dict, f"{path}.events[{j}]", "an object").get(
+                                        "name", ""
+                                    )
+                                ),
+                                _int64(
+                                    _field(e, "timeUnixNano", path),
+                                    f"{path}.events[{j}].timeUnixNano",
+                                ),
+                                _json_attributes(
+                                    e.get("attributes"), f"{path}.events[{j}].attributes"
+                                ),
                             )
                             for j, e in enumerate(events)
                         ],
@@ -255,7 +284,9 @@ def decode_json(body: bytes) -> list[RawSpan]:
     return spans
 
 
-def encode_export_response(rejected: int = 0, message: str = "", *, as_json: bool) -> tuple[bytes, str]:
+def encode_export_response(
+    rejected: int = 0, message: str = "", *, as_json: bool
+) -> tuple[bytes, str]:
     """An ExportTraceServiceResponse in the request's encoding."""
     if as_json:
         body: dict[str, Any] = {}

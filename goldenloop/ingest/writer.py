@@ -135,7 +135,9 @@ class GroupCommitWriter:
                 self._cond.wait(remaining)
             taken: list[_Job] = []
             spans = 0
-            while self._jobs and (not taken or spans + self._jobs[0].span_count <= self._batch_max_spans):
+            while self._jobs and (
+                not taken or spans + self._jobs[0].span_count <= self._batch_max_spans
+            ):
                 job = self._jobs.popleft()
                 spans += job.span_count
                 taken.append(job)

@@ -129,7 +129,7 @@ class DuckDBStore(SqlStore):
                     starts = batch.columns["start_time"]
                     sql = f"""
                         INSERT INTO spans
-                        SELECT {', '.join('b.' + c for c in SPAN_COLUMN_NAMES)}
+                        SELECT {", ".join("b." + c for c in SPAN_COLUMN_NAMES)}
                         FROM (SELECT DISTINCT ON (trace_id, span_id) * FROM _incoming_spans) b
                         WHERE NOT EXISTS (
                             SELECT 1 FROM spans s

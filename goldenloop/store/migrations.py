@@ -4,10 +4,17 @@ Each migration has statements for both backends plus optional backend-only ones.
 A migration is applied in one transaction together with its row in
 ``schema_migrations``, so an interrupted upgrade leaves the previous version intact.
 Never edit a released migration: add a new one.
+
+Each feature keeps its migrations in its own module under ``goldenloop/store/schema/``
+(a module-level ``MIGRATIONS`` tuple); they are collected here and ordered by version.
+Version numbers are global: core 1–9, metrics/SLOs 10–19, flags & triage 20–29,
+golden set & evals 30–39, alerts 40–49, incidents & versions 50–59, drift 60–69.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 
 from goldenloop.model import SPAN_COLUMNS, ColumnType
@@ -34,55 +41,44 @@ class Migration:
         return self.statements + extra
 
 
-def _spans_table() -> str:
+def spans_table_sql() -> str:
     cols = ",\n  ".join(f"{name} {_SQL_TYPES[kind]}" for name, kind in SPAN_COLUMNS)
     return f"CREATE TABLE spans (\n  {cols}\n)"
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "spans, feedback, outcomes",
-        statements=(
-            _spans_table(),
-            """CREATE TABLE feedback (
-                id TEXT PRIMARY KEY,
-                project TEXT NOT NULL,
-                session_id TEXT NOT NULL,
-                message_id TEXT,
-                rating TEXT NOT NULL,
-                category TEXT,
-                comment TEXT,
-                prompt_hash TEXT,
-                model_hash TEXT,
-                user_id TEXT,
-                created_at TIMESTAMP NOT NULL
-            )""",
-            """CREATE TABLE outcomes (
-                id TEXT PRIMARY KEY,
-                project TEXT NOT NULL,
-                session_id TEXT NOT NULL,
-                message_id TEXT,
-                name TEXT NOT NULL,
-                success BOOLEAN NOT NULL,
-                value DOUBLE PRECISION,
-                attributes TEXT,
-                created_at TIMESTAMP NOT NULL
-            )""",
-        ),
-        # DuckDB: no index on spans (an ART index slows bulk loads badly); the writer
-        # dedupes with an anti-join restricted by start_time, which zone maps prune.
-        postgres_only=(
-            "ALTER TABLE spans ADD PRIMARY KEY (trace_id, span_id)",
-            "CREATE INDEX spans_session_idx ON spans (session_id)",
-            "CREATE INDEX spans_start_idx ON spans (start_time)",
-            "CREATE INDEX feedback_session_idx ON feedback (session_id)",
-            "CREATE INDEX outcomes_session_idx ON outcomes (session_id)",
-        ),
-    ),
-)
+def _collect() -> tuple[Migration, ...]:
+    from goldenloop.store import schema
 
-LATEST_VERSION = MIGRATIONS[-1].version
+    found: dict[int, Migration] = {}
+    for module_info in pkgutil.iter_modules(schema.__path__):
+        module = importlib.import_module(f"{schema.__name__}.{module_info.name}")
+        for migration in getattr(module, "MIGRATIONS", ()):
+            if migration.version in found:
+                raise RuntimeError(
+                    f"migration version {migration.version} is defined twice "
+                    f"({found[migration.version].description!r} and {migration.description!r})"
+                )
+            found[migration.version] = migration
+    return tuple(found[v] for v in sorted(found))
+
+
+def all_migrations() -> tuple[Migration, ...]:
+    return _collect()
+
+
+def latest_version() -> int:
+    return all_migrations()[-1].version
+
+
+def __getattr__(name: str) -> object:
+    # ``MIGRATIONS`` / ``LATEST_VERSION`` are computed on first use: the schema
+    # modules import this one, so they cannot be collected at import time.
+    if name == "MIGRATIONS":
+        return all_migrations()
+    if name == "LATEST_VERSION":
+        return latest_version()
+    raise AttributeError(name)
+
 
 SCHEMA_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,

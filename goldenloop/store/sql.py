@@ -26,7 +26,7 @@ from goldenloop.model import (
     Turn,
 )
 from goldenloop.store.base import Dialect
-from goldenloop.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE
+from goldenloop.store.migrations import SCHEMA_MIGRATIONS_TABLE, all_migrations
 
 _SPAN_SELECT = ", ".join(SPAN_COLUMN_NAMES)
 _JSON_COLUMNS = {"feature_flags", "attributes", "resource", "events"}
@@ -92,7 +92,9 @@ def turns_from_spans(spans: Sequence[Span]) -> list[Turn]:
     return turns
 
 
-def _summary_from_spans(session_id: str, spans: Sequence[Span], turns: Sequence[Turn]) -> SessionSummary:
+def _summary_from_spans(
+    session_id: str, spans: Sequence[Span], turns: Sequence[Turn]
+) -> SessionSummary:
     def first(attr: str) -> Any:
         return next((getattr(s, attr) for s in spans if getattr(s, attr)), None)
 
@@ -160,7 +162,9 @@ class SqlStore(ABC):
     def _run_in_transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None: ...
 
     @abstractmethod
-    def _insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    def _insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> int:
         """Insert rows, skipping ones whose primary key exists; return rows inserted."""
 
     # -- migrations ------------------------------------------------------------------
@@ -172,7 +176,7 @@ class SqlStore(ABC):
     def migrate(self) -> list[int]:
         current = self.schema_version()
         applied = []
-        for migration in MIGRATIONS:
+        for migration in all_migrations():
             if migration.version <= current:
                 continue
             statements: list[tuple[str, Sequence[Any]]] = [
@@ -197,8 +201,17 @@ class SqlStore(ABC):
         )  # fmt: skip
         rows = [
             (
-                f.id, f.project, f.session_id, f.message_id, f.rating, f.category, f.comment,
-                f.prompt_hash, f.model_hash, f.user_id, naive_utc(f.created_at),
+                f.id,
+                f.project,
+                f.session_id,
+                f.message_id,
+                f.rating,
+                f.category,
+                f.comment,
+                f.prompt_hash,
+                f.model_hash,
+                f.user_id,
+                naive_utc(f.created_at),
             )  # fmt: skip
             for f in items
         ]
@@ -211,8 +224,15 @@ class SqlStore(ABC):
         )  # fmt: skip
         rows = [
             (
-                o.id, o.project, o.session_id, o.message_id, o.name, o.success, o.value,
-                json.dumps(o.attributes), naive_utc(o.created_at),
+                o.id,
+                o.project,
+                o.session_id,
+                o.message_id,
+                o.name,
+                o.success,
+                o.value,
+                json.dumps(o.attributes),
+                naive_utc(o.created_at),
             )  # fmt: skip
             for o in items
         ]
@@ -268,8 +288,14 @@ class SqlStore(ABC):
         )
         return [
             Outcome(
-                id=r[0], project=r[1], session_id=r[2], message_id=r[3], name=r[4],
-                success=bool(r[5]), value=r[6], attributes=json.loads(r[7] or "{}"),
+                id=r[0],
+                project=r[1],
+                session_id=r[2],
+                message_id=r[3],
+                name=r[4],
+                success=bool(r[5]),
+                value=r[6],
+                attributes=json.loads(r[7] or "{}"),
                 created_at=utc(r[8]),
             )  # fmt: skip
             for r in rows
@@ -299,11 +325,21 @@ class SqlStore(ABC):
         rows = self.fetch(sql, [*params, limit, offset])
         return [
             SessionSummary(
-                session_id=r[0], project=r[1], start_time=utc(r[2]), end_time=utc(r[3]),
-                turn_count=int(r[4]), span_count=int(r[5]), error_count=int(r[6]),
-                input_tokens=int(r[7] or 0), output_tokens=int(r[8] or 0),
-                cost_usd=round(float(r[9] or 0.0), 10), user_id=r[10], customer_tier=r[11],
-                locale=r[12], model=r[13], prompt_hash=r[14],
+                session_id=r[0],
+                project=r[1],
+                start_time=utc(r[2]),
+                end_time=utc(r[3]),
+                turn_count=int(r[4]),
+                span_count=int(r[5]),
+                error_count=int(r[6]),
+                input_tokens=int(r[7] or 0),
+                output_tokens=int(r[8] or 0),
+                cost_usd=round(float(r[9] or 0.0), 10),
+                user_id=r[10],
+                customer_tier=r[11],
+                locale=r[12],
+                model=r[13],
+                prompt_hash=r[14],
             )  # fmt: skip
             for r in rows
         ]

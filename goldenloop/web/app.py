@@ -96,7 +96,9 @@ def page_session(request: Request, session_id: str) -> Response:
     try:
         detail = views.session_detail(_state(request).store, session_id)
     except views.NotFound as exc:
-        return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=404)
+        return templates.TemplateResponse(
+            request, "error.html", {"message": str(exc)}, status_code=404
+        )
     return templates.TemplateResponse(request, "session.html", {"page": detail})
 
 
@@ -104,7 +106,9 @@ def page_trace(request: Request, trace_id: str) -> Response:
     try:
         context = views.trace_detail(_state(request).store, trace_id)
     except views.NotFound as exc:
-        return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=404)
+        return templates.TemplateResponse(
+            request, "error.html", {"message": str(exc)}, status_code=404
+        )
     return templates.TemplateResponse(request, "trace.html", {"page": context})
 
 
@@ -119,7 +123,12 @@ class Route:
 
 #: Every URL the server answers, in one table.
 ROUTES: tuple[Route, ...] = (
-    Route("/v1/traces", ingest_api.ingest_traces, ("POST",), extra={"openapi_extra": ingest_api.OTLP_OPENAPI}),
+    Route(
+        "/v1/traces",
+        ingest_api.ingest_traces,
+        ("POST",),
+        extra={"openapi_extra": ingest_api.OTLP_OPENAPI},
+    ),
     Route("/api/v1/feedback", ingest_api.ingest_feedback, ("POST",), extra={"status_code": 202}),
     Route("/api/v1/outcomes", ingest_api.ingest_outcome, ("POST",), extra={"status_code": 202}),
     Route("/api/v1/traces/{trace_id}", api_trace),

@@ -40,8 +40,12 @@ _OPENAPI_OTLP = {
 }
 
 
-def error_response(status: int, message: str, problems: list[str] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    problems: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if problems:
         body["problems"] = problems
@@ -66,13 +70,17 @@ def project_for(request: Request, state: AppState) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise IngestRejected(
-            error_response(401, "missing API key: send 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            error_response(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         )
     project = state.api_keys.get(token.strip())
     if project is None:
-        raise IngestRejected(error_response(401, "unknown API key",
-                                            headers={"WWW-Authenticate": "Bearer"}))
+        raise IngestRejected(
+            error_response(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        )
     return project
 
 
@@ -81,15 +89,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise IngestRejected(error_response(
-                    413, f"request body is {declared} bytes; the limit is {limit}"))
+                raise IngestRejected(
+                    error_response(413, f"request body is {declared} bytes; the limit is {limit}")
+                )
         except ValueError:
             raise IngestRejected(error_response(400, "Content-Length is not a number")) from None
     chunks = bytearray()
     async for chunk in request.stream():
         chunks.extend(chunk)
         if len(chunks) > limit:
-            raise IngestRejected(error_response(413, f"request body exceeds the limit of {limit} bytes"))
+            raise IngestRejected(
+                error_response(413, f"request body exceeds the limit of {limit} bytes")
+            )
     return bytes(chunks)
 
 
@@ -106,15 +117,21 @@ def _busy(exc: QueueFull | WriterStopped) -> JSONResponse:
 async def ingest_traces(request: Request) -> Response:
     """OTLP/HTTP trace export (protobuf or JSON, optionally gzip)."""
     state = state_of(request)
-    content_type = request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
+    content_type = (
+        request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
+    )
     as_json = content_type == "application/json"
     if content_type not in ("application/x-protobuf", "application/protobuf", "application/json"):
         return error_response(
-            415, f"unsupported Content-Type {content_type!r}; use application/x-protobuf or application/json")
+            415,
+            f"unsupported Content-Type {content_type!r}; use application/x-protobuf or application/json",
+        )
     try:
         project = project_for(request, state)
         body = await read_body(request, state.settings.max_request_bytes)
-        body = decompress(body, request.headers.get("content-encoding"), state.settings.max_request_bytes)
+        body = decompress(
+            body, request.headers.get("content-encoding"), state.settings.max_request_bytes
+        )
         raw_spans = decode_json(body) if as_json else decode_protobuf(body)
         batch = normalize_spans(
             raw_spans,
@@ -131,8 +148,9 @@ async def ingest_traces(request: Request) -> Response:
     except OtlpDecodeError as exc:
         return error_response(400, str(exc))
     except InvalidSpans as exc:
-        return error_response(400, f"{len(exc.problems)} problem(s) in the spans; nothing was stored",
-                              exc.problems)
+        return error_response(
+            400, f"{len(exc.problems)} problem(s) in the spans; nothing was stored", exc.problems
+        )
     if len(batch):
         try:
             future = state.writer.submit_spans(batch)
@@ -155,8 +173,12 @@ class FeedbackIn(BaseModel):
     model_hash: Annotated[str | None, Field(max_length=256)] = None
     user_id: Annotated[str | None, Field(max_length=256)] = None
     project: Annotated[str | None, Field(max_length=256)] = None
-    id: Annotated[str | None, Field(min_length=1, max_length=128,
-                                    description="Client id; resending the same id is a no-op")] = None
+    id: Annotated[
+        str | None,
+        Field(
+            min_length=1, max_length=128, description="Client id; resending the same id is a no-op"
+        ),
+    ] = None
     created_at: datetime | None = None
 
 

@@ -67,7 +67,9 @@ def session_list(store: Store, params: Iterable[tuple[str, str]]) -> SessionList
     query = list(params)
     flt, limit, offset = parse_session_query(query)
     sessions = store.list_sessions(flt, limit=limit, offset=offset)
-    return SessionListContext(flt, sessions, limit, offset, [(k, v) for k, v in query if k != "offset"])
+    return SessionListContext(
+        flt, sessions, limit, offset, [(k, v) for k, v in query if k != "offset"]
+    )
 
 
 def session_detail(store: Store, session_id: str) -> SessionDetail:

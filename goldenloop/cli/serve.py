@@ -1,72 +1,22 @@
-"""The ``goldenloop`` command: a thin shell over the library."""
+"""`serve`, `demo` and `simulate`: run the server and fill stores with traffic."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from goldenloop.config import Settings, SettingsError, load_settings
-from goldenloop.store import Store, StoreError, open_store
-
-console = Console(stderr=True)
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(overrides)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _open(settings: Settings) -> Store:
-    try:
-        return open_store(settings)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def store_options(fn: Any) -> Any:
-    fn = click.option(
-        "--database-url",
-        envvar="GOLDENLOOP_DATABASE_URL",
-        help="PostgreSQL URL; use instead of the DuckDB file.",
-    )(fn)
-    fn = click.option(
-        "--db",
-        envvar="GOLDENLOOP_DB",
-        type=click.Path(dir_okay=False),
-        help="DuckDB file (default goldenloop.duckdb).",
-    )(fn)
-    return fn
-
-
-@contextmanager
-def span_progress(label: str, total: int | None) -> Iterator[Any]:
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("spans"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="goldenloop")
-def main() -> None:
-    """goldenloop: trace production, flag anomalies, triage, and turn failures into
-    golden eval cases. Every command reads settings from GOLDENLOOP_* environment
-    variables or a .env file; flags override them."""
+from goldenloop.cli._common import (
+    console,
+    load_cli_settings,
+    open_cli_store,
+    progress_bar,
+    store_options,
+)
+from goldenloop.config import Settings
+from goldenloop.store import Store
 
 
 def _serve(settings: Settings, store: Store) -> None:
@@ -85,14 +35,14 @@ def _serve(settings: Settings, store: Store) -> None:
         store.close()
 
 
-@main.command()
+@click.command()
 @store_options
 @click.option("--host", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 4318, the OTLP/HTTP default).")
 def serve(db: str | None, database_url: str | None, host: str | None, port: int | None) -> None:
     """Run the server: OTLP ingest, JSON API, /metrics and the web UI on one port."""
-    settings = _settings(db=db, database_url=database_url, host=host, port=port)
-    _serve(settings, _open(settings))
+    settings = load_cli_settings(db=db, database_url=database_url, host=host, port=port)
+    _serve(settings, open_cli_store(settings))
 
 
 def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | None) -> Any:
@@ -109,14 +59,20 @@ def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | N
     )
 
 
-@main.command()
+@click.command()
 @store_options
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed: same seed, same traffic.")
-@click.option("--days", type=float, default=7, show_default=True, help="Days of traffic, ending now.")
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="Seed: same seed, same traffic."
+)
+@click.option(
+    "--days", type=float, default=7, show_default=True, help="Days of traffic, ending now."
+)
 @click.option("--sessions-per-day", type=int, default=3000, show_default=True)
 @click.option("--url", help="Send over OTLP/HTTP to a running server instead of writing the store.")
 @click.option("--api-key", envvar="GOLDENLOOP_API_KEY", help="Bearer key for --url.")
-@click.option("--manifest", type=click.Path(dir_okay=False), help="Write the ground-truth manifest (JSON).")
+@click.option(
+    "--manifest", type=click.Path(dir_okay=False), help="Write the ground-truth manifest (JSON)."
+)
 def simulate(
     db: str | None,
     database_url: str | None,
@@ -135,12 +91,12 @@ def simulate(
 
     config = _sim_config(seed, days, sessions_per_day, None)
     total = sim.estimate_spans(config)
-    with span_progress("simulating", total) as advance:
+    with progress_bar("simulating", total) as advance:
         if url:
             result = sim.send_over_otlp(url, config, api_key=api_key, progress=advance)
         else:
-            settings = _settings(db=db, database_url=database_url)
-            store = _open(settings)
+            settings = load_cli_settings(db=db, database_url=database_url)
+            store = open_cli_store(settings)
             try:
                 result = sim.write_to_store(store, config, progress=advance)
             finally:
@@ -150,7 +106,7 @@ def simulate(
     console.print(result.summary())
 
 
-@main.command()
+@click.command()
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
@@ -165,16 +121,14 @@ def simulate(
 @click.option("--no-serve", is_flag=True, help="Fill the demo store and exit without serving.")
 def demo(db: str, host: str, port: int, seed: int, sessions_per_day: int, no_serve: bool) -> None:
     """Create an embedded store with a week of simulated traffic and serve it."""
-    from pathlib import Path
-
     from goldenloop import sim
 
     for suffix in ("", ".wal"):
         Path(db + suffix).unlink(missing_ok=True)
-    settings = _settings(db=db, database_url="", host=host, port=port)
-    store = _open(settings)
+    settings = load_cli_settings(db=db, database_url="", host=host, port=port)
+    store = open_cli_store(settings)
     config = _sim_config(seed, 7, sessions_per_day, None)
-    with span_progress("simulating a week", sim.estimate_spans(config)) as advance:
+    with progress_bar("simulating a week", sim.estimate_spans(config)) as advance:
         result = sim.write_to_store(store, config, progress=advance)
     console.print(result.summary())
     if no_serve:

@@ -1,0 +1,3 @@
+from goldenloop.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Schema migrations, one module per feature (see goldenloop.store.migrations)."""
