@@ -35,19 +35,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 from pg_server import PostgresServer, PostgresServerError
 
 from goldenloop.model import SPAN_COLUMN_NAMES, SPAN_COLUMNS, SpanBatch
+from goldenloop.store.base import Store
 from goldenloop.store.duckdb import DuckDBStore
-from goldenloop.store.sql import SqlStore
 
 BASE_TIME = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -151,6 +150,8 @@ def _with_database(url: str, name: str) -> str:
 @pytest.fixture
 def pg_url(pg_server: PostgresServer) -> Iterator[str]:
     """URL of a fresh empty database; dropped (forcefully) after the test."""
+    import psycopg
+
     name = f"goldenloop_test_{os.getpid()}_{next(_db_counter)}"
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
         strategy = " STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else ""
@@ -165,9 +166,9 @@ def pg_url(pg_server: PostgresServer) -> Iterator[str]:
 
 # -- stores ----------------------------------------------------------------------------
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A migrated store on each backend (closed after the test)."""
-    opened: SqlStore
+    opened: Store
     if request.param == "duckdb":
         opened = DuckDBStore(tmp_path / "goldenloop.duckdb")
     else:
@@ -182,6 +183,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 
 
 @pytest.fixture
-def make_span_batch() -> Any:
+def make_span_batch() -> Callable[..., SpanBatch]:
     """The ``span_batch(*rows)`` helper as a fixture."""
     return span_batch

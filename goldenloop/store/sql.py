@@ -23,6 +23,7 @@ from goldenloop.model import (
     SessionFilter,
     SessionSummary,
     Span,
+    SpanBatch,
     Turn,
 )
 from goldenloop.store.base import Dialect
@@ -65,8 +66,9 @@ def turns_from_spans(spans: Sequence[Span]) -> list[Turn]:
         roots = [s for s in members if not s.parent_id or s.parent_id not in ids]
         root = min(roots or members, key=lambda s: s.start_time)
         billable = [s for s in members if s.kind in BILLABLE_KINDS]
-        models = [s.model for s in billable if s.model]
-        stops = [s.stop_reason for s in billable if s.stop_reason]
+        llm_spans = [s for s in members if s.kind == "llm"]
+        models = [s.model for s in llm_spans if s.model]
+        stops = [s.stop_reason for s in llm_spans if s.stop_reason]
         turns.append(
             Turn(
                 trace_id=trace_id,
@@ -160,6 +162,12 @@ class SqlStore(ABC):
 
     @abstractmethod
     def _run_in_transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None: ...
+
+    @abstractmethod
+    def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
 
     @abstractmethod
     def _insert_rows(
