@@ -107,13 +107,15 @@ class DuckDBStore(SqlStore):
         marks = ", ".join("?" for _ in columns)
         with self._write_lock:
             cursor = self._cursor()
-            before = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
+            # Small tables only (feedback, outcomes, service rows): executemany is fine
+            # at these volumes. Read results with fetchall() so no result stays open on
+            # the cursor (an open result blocks the next register() on this cursor).
+            before = cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
             cursor.executemany(
                 f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
                 [list(r) for r in rows],
             )
-            after = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
-        assert before is not None and after is not None
+            after = cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
         return int(after[0]) - int(before[0])
 
     def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int:
@@ -136,15 +138,15 @@ class DuckDBStore(SqlStore):
                             WHERE s.start_time BETWEEN make_timestamp(?) AND make_timestamp(?)
                               AND s.trace_id = b.trace_id AND s.span_id = b.span_id)
                     """
-                    result = cursor.execute(sql, [min(starts), max(starts)]).fetchone()
+                    result = cursor.execute(sql, [min(starts), max(starts)]).fetchall()
                 else:
                     result = cursor.execute(
                         "INSERT INTO spans SELECT * FROM _incoming_spans"
-                    ).fetchone()
+                    ).fetchall()
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
             finally:
                 cursor.unregister("_incoming_spans")
-        return int(result[0]) if result else 0
+        return int(result[0][0]) if result else 0
