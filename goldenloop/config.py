@@ -131,9 +131,15 @@ class Settings:
         for item in filter(None, (part.strip() for part in self.api_keys.split(","))):
             project, sep, key = item.partition(":")
             if not sep or not project or not key:
+                # Never echo the entry itself: without a ':' it may well be the bare key.
+                shown = f"{project!r}…" if sep else "an entry without ':'"
                 raise SettingsError(
-                    "api_keys: each entry must look like 'project:key', got "
-                    f"{item.split(':')[0]!r}…"
+                    f"api_keys: each entry must look like 'project:key', got {shown}"
+                )
+            if keys.get(key, project) != project:
+                raise SettingsError(
+                    f"api_keys: one key is given for both {keys[key]!r} and {project!r}; "
+                    "a key must decide a single project"
                 )
             keys[key] = project
         return keys
@@ -191,7 +197,17 @@ def load_settings(
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     settings = Settings(**values)
     settings.project_keys()  # validate early so a bad key list fails at start-up
-    for name in ("port", "max_request_bytes", "max_queue_spans", "batch_max_spans"):
+    for name in (
+        "port",
+        "max_request_bytes",
+        "max_attribute_bytes",
+        "max_queue_spans",
+        "batch_max_spans",
+        "oldest_span_days",
+    ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_BY_NAME[name].env_var}: must be positive")
+    for name in ("batch_max_wait_ms", "max_clock_skew_hours"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"{_BY_NAME[name].env_var}: must not be negative")
     return settings

@@ -12,6 +12,7 @@ YAML/JSON file (``GOLDENLOOP_PRICES_FILE``)::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,8 @@ def load_price_overrides(path: str | Path) -> dict[str, Price]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PriceFileError(f"prices_file {file}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise PriceFileError(f"prices_file {file}: not UTF-8 text ({exc.reason})") from None
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -128,11 +131,19 @@ def load_price_overrides(path: str | Path) -> dict[str, Price]:
                 f"prices_file {file}: model {model!r} needs 'input' and 'output' (USD per 1M tokens)"
             )
         try:
-            prices[str(model).lower()] = Price(float(entry["input"]), float(entry["output"]))
+            price = Price(float(entry["input"]), float(entry["output"]))
         except (TypeError, ValueError):
             raise PriceFileError(
                 f"prices_file {file}: model {model!r} prices must be numbers"
             ) from None
+        values = (price.input_per_mtok, price.output_per_mtok)
+        if any(isinstance(entry[k], bool) for k in ("input", "output")) or not all(
+            math.isfinite(v) and v >= 0 for v in values
+        ):
+            raise PriceFileError(
+                f"prices_file {file}: model {model!r} prices must be non-negative numbers"
+            )
+        prices[str(model).lower()] = price
     return prices
 
 

@@ -23,6 +23,8 @@ _NS_PER_US = 1000
 _US_PER_HOUR = 3600 * 1_000_000
 _US_PER_DAY = 24 * _US_PER_HOUR
 _MAX_ERRORS_REPORTED = 20
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MAX_INT64 = (1 << 63) - 1
 
 #: attribute key → (field, priority); lower priority wins.
 _KEY_TO_FIELD: dict[str, list[tuple[str, int]]] = {}
@@ -74,11 +76,11 @@ def _hex_id_problem(value: str | None, length: int, what: str) -> str | None:
         return f"{what} is missing"
     if len(value) != length:
         return f"{what} must be {length // 2} bytes ({length} hex characters), got {len(value)}"
-    try:
-        if int(value, 16) == 0:
-            return f"{what} is all zeros"
-    except ValueError:
+    # int(value, 16) alone would accept "0x…", "-…", "+…", "_" and whitespace.
+    if not _HEX_DIGITS.issuperset(value):
         return f"{what} is not hexadecimal: {value[:40]!r}"
+    if int(value, 16) == 0:
+        return f"{what} is all zeros"
     return None
 
 
@@ -228,11 +230,14 @@ class _SpanNormalizer:
                     continue
                 try:
                     number = int(value) if not isinstance(value, float) else int(round(value))
-                except ValueError:
+                except (ValueError, OverflowError):  # OverflowError: an infinite double
                     problems.append(f"attribute {key!r} must be an integer, got {value!r:.40}")
                     continue
                 if number < 0:
                     problems.append(f"attribute {key!r} must not be negative, got {number}")
+                    continue
+                if number > _MAX_INT64:  # the column is BIGINT
+                    problems.append(f"attribute {key!r} must be at most {_MAX_INT64}")
                     continue
                 result[field] = number
             elif field in _FLOAT_FIELDS:
@@ -243,7 +248,7 @@ class _SpanNormalizer:
                 except (TypeError, ValueError):
                     problems.append(f"attribute {key!r} must be a number, got {value!r:.40}")
             elif field == "stop_reason":
-                result[field] = _stop_reason(value)
+                result[field] = _stop_reason(value) or None  # e.g. an empty finish_reasons
             elif field in _TEXT_FIELDS:
                 result[field] = _as_text(value)
             else:

@@ -7,8 +7,11 @@ snake_case spelling is accepted too). Errors name the exact path of the bad fiel
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import json
+import re
 import zlib
 from typing import Any
 
@@ -42,6 +45,9 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         raise OtlpDecodeError(f"body is not valid {encoding}: {exc}") from None
     if len(data) > max_bytes or inflater.unconsumed_tail:
         raise BodyTooLarge(f"decompressed body is larger than the limit of {max_bytes} bytes")
+    if not inflater.eof:
+        # A cut-off stream inflates to a prefix of the body without any zlib error.
+        raise OtlpDecodeError(f"body is not valid {encoding}: the compressed stream is truncated")
     return data
 
 
@@ -157,7 +163,7 @@ def _json_any_value(value: Any, path: str) -> Any:
     if not isinstance(value, dict):
         raise OtlpDecodeError(f"{path}: expected an AnyValue object, got {type(value).__name__}")
     if "stringValue" in value or "string_value" in value:
-        return _expect(_field(value, "stringValue", path), str, path, "a string")
+        return _expect(_field(value, "stringValue", path), str, path + ".stringValue", "a string")
     if "intValue" in value or "int_value" in value:
         return _int64(_field(value, "intValue", path), path + ".intValue")
     if "doubleValue" in value or "double_value" in value:
@@ -180,7 +186,14 @@ def _json_any_value(value: Any, path: str) -> Any:
         )
         return _json_attributes(kvlist.get("values", []), path + ".kvlistValue.values")
     if "bytesValue" in value or "bytes_value" in value:
-        return _expect(_field(value, "bytesValue", path), str, path, "a base64 string")
+        # OTLP/JSON carries bytes as base64; hand them out as hex like decode_protobuf.
+        text = _expect(
+            _field(value, "bytesValue", path), str, path + ".bytesValue", "a base64 string"
+        )
+        try:
+            return base64.b64decode(text, validate=True).hex()
+        except (binascii.Error, ValueError):
+            raise OtlpDecodeError(f"{path}.bytesValue: expected a base64 string") from None
     return None
 
 
@@ -201,11 +214,22 @@ def _json_id(value: Any, path: str) -> str:
     return str(_expect(value, str, path, "a hex string")).lower()
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def decode_json(body: bytes) -> list[RawSpan]:
     try:
         document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(body) or b"\x00" in body[:4]:
+        # "\ud800" escapes decode to lone surrogates, which no store can encode.
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise OtlpDecodeError(
+                "body is not valid JSON: it contains an unpaired UTF-16 surrogate escape"
+            ) from None
     _expect(document, dict, "body", "an ExportTraceServiceRequest object")
     spans: list[RawSpan] = []
     resource_list = _expect(

@@ -22,16 +22,20 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip().lower())
     if not match:
         raise FilterError(f"{text!r} is not a duration like 30m, 24h or 7d")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        raise FilterError(f"{text!r} is too long a duration") from None
 
 
 def parse_time(name: str, text: str, now: datetime | None = None) -> datetime:
     """An ISO-8601 time, or a duration meaning that long before now."""
     now = now or datetime.now(UTC)
-    try:
-        return now - parse_duration(text)
-    except FilterError:
-        pass
+    if _DURATION.match(text.strip().lower()):
+        try:
+            return now - parse_duration(text)
+        except (FilterError, OverflowError):  # OverflowError: before year 1
+            raise FilterError(f"{name}: {text!r} is too long a duration") from None
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -67,8 +71,10 @@ def parse_session_query(
                 number = int(value)
             except ValueError:
                 raise FilterError(f"{key}: expected an integer, got {value!r}") from None
-            if number < 0 or (key == "limit" and not 1 <= number <= MAX_PAGE):
-                raise FilterError(f"{key}: must be between {int(key == 'limit')} and {MAX_PAGE}")
+            if key == "limit" and not 1 <= number <= MAX_PAGE:
+                raise FilterError(f"limit: must be between 1 and {MAX_PAGE}")
+            if number < 0:
+                raise FilterError(f"{key}: must not be negative")
             limit, offset = (number, offset) if key == "limit" else (limit, number)
         elif key == "format":
             continue

@@ -118,7 +118,7 @@ async def ingest_traces(request: Request) -> Response:
     """OTLP/HTTP trace export (protobuf or JSON, optionally gzip)."""
     state = state_of(request)
     content_type = (
-        request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
+        request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip().lower()
     )
     as_json = content_type == "application/json"
     if content_type not in ("application/x-protobuf", "application/protobuf", "application/json"):
