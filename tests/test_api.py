@@ -433,16 +433,14 @@ def test_session_ids_with_spaces_and_unicode_are_linked_and_found(client: TestCl
     assert client.get(f"/api/v1/sessions/{quote(session)}").json()["session_id"] == session
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the routes use {session_id} (no slashes) and the templates' urlencode keeps '/', "
-    "so a session id containing '/' is listed but its page and JSON answer 404",
-)
 def test_session_ids_with_a_slash_are_reachable(client: TestClient) -> None:
     session = "tenant/42"
     ingest(client, turn(session, ago_s=60), service="shop")
     assert session_ids(client, {"session_id": session}) == [session]
     assert client.get(f"/api/v1/sessions/{quote(session, safe='')}").status_code == 200
+    page = client.get("/sessions")
+    assert f'href="/sessions/{quote(session, safe="")}"' in page.text
+    assert client.get(f"/sessions/{quote(session, safe='')}").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from goldenloop import conventions as cv
 from goldenloop.ingest.raw import STATUS_ERROR, RawSpan
@@ -84,10 +87,15 @@ def _hex_id_problem(value: str | None, length: int, what: str) -> str | None:
     return None
 
 
+def _dumps(value: Any) -> str:
+    """JSON text; non-finite floats become null, unknown types their str()."""
+    return orjson.dumps(value, default=str).decode()
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return _dumps(value)
 
 
 def _stop_reason(value: Any) -> str:
@@ -167,7 +175,7 @@ class _SpanNormalizer:
                 (str(raw.resource[k]) for k in cv.PROJECT_RESOURCE_KEYS if raw.resource.get(k)),
                 "",
             )
-            cached = (project, json.dumps(raw.resource, ensure_ascii=False, default=str))
+            cached = (project, _dumps(raw.resource))
             self._resource_cache[id(raw.resource)] = cached
         return cached
 
@@ -199,12 +207,15 @@ class _SpanNormalizer:
         elif end_us - start_us > 7 * _US_PER_DAY:
             problems.append("span lasts more than 7 days (endTimeUnixNano is absurd)")
         limit = self.limits.max_attribute_bytes
+        quarter = limit // 4  # a str of n chars holds at most 4n UTF-8 bytes
         for key, value in raw.attributes.items():
-            if isinstance(value, str) and len(value) > limit // 4 and len(value.encode()) > limit:
-                problems.append(
-                    f"attribute {key!r} is {len(value.encode())} bytes; the limit is {limit}"
-                )
-            elif isinstance(value, list | dict) and len(_as_text(value)) > limit:
+            kind = type(value)
+            if kind is str:
+                if len(value) > quarter and len(value.encode()) > limit:
+                    problems.append(
+                        f"attribute {key!r} is {len(value.encode())} bytes; the limit is {limit}"
+                    )
+            elif (kind is list or kind is dict) and len(_as_text(value)) > limit:
                 problems.append(f"attribute {key!r} is larger than the limit of {limit} bytes")
         return problems
 
@@ -244,7 +255,10 @@ class _SpanNormalizer:
                 try:
                     if isinstance(value, bool):
                         raise ValueError
-                    result[field] = float(value)
+                    number_f = float(value)
+                    if not math.isfinite(number_f):
+                        raise ValueError
+                    result[field] = number_f
                 except (TypeError, ValueError):
                     problems.append(f"attribute {key!r} must be a number, got {value!r:.40}")
             elif field == "stop_reason":
@@ -313,7 +327,7 @@ class _SpanNormalizer:
             "stop_reason": fields.get("stop_reason"),
             "prompt_hash": prompt_hash,
             "model_version": fields.get("model_version"),
-            "feature_flags": json.dumps(flags, ensure_ascii=False) if flags else "{}",
+            "feature_flags": _dumps(flags) if flags else "{}",
             "customer_tier": fields.get("customer_tier"),
             "locale": fields.get("locale"),
             "index_version": fields.get("index_version"),
@@ -323,15 +337,13 @@ class _SpanNormalizer:
             "score": fields.get("score"),
             "input_text": fields.get("input_text"),
             "output_text": fields.get("output_text"),
-            "attributes": json.dumps(attributes, ensure_ascii=False, default=str),
+            "attributes": _dumps(attributes),
             "resource": resource_json,
-            "events": json.dumps(
+            "events": _dumps(
                 [
                     {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes}
                     for e in raw.events
-                ],
-                ensure_ascii=False,
-                default=str,
+                ]
             )
             if raw.events
             else "[]",
@@ -341,20 +353,23 @@ class _SpanNormalizer:
 
 def _propagate_trace_fields(rows: list[dict[str, Any]]) -> None:
     """Give every span of a trace the turn-level fields another span of it carries."""
-    known: dict[str, dict[str, Any]] = {}
+    by_trace: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        for field in cv.TRACE_LEVEL_FIELDS:
-            value = row[field]
-            if value is not None:
-                known.setdefault(row["trace_id"], {}).setdefault(field, value)
-    for row in rows:
-        inherited = known.get(row["trace_id"])
-        if inherited:
-            for field, value in inherited.items():
-                if row[field] is None:
-                    row[field] = value
-        if row["message_id"] is None:
-            row["message_id"] = row["trace_id"]
+        by_trace.setdefault(row["trace_id"], []).append(row)
+    for trace_id, members in by_trace.items():
+        if len(members) > 1:
+            for field in cv.TRACE_LEVEL_FIELDS:
+                values = [member[field] for member in members]
+                if None not in values:
+                    continue
+                value = next((v for v in values if v is not None), None)
+                if value is not None:
+                    for member in members:
+                        if member[field] is None:
+                            member[field] = value
+        for member in members:
+            if member["message_id"] is None:
+                member["message_id"] = trace_id
 
 
 def normalize_spans(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,8 @@ from goldenloop.web.state import AppState
 
 _HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
+# Ids may contain "/" (tenant/42): quote everything so links round-trip to {id:path}.
+templates.env.filters["pathquote"] = lambda value: quote(str(value), safe="")
 
 
 def _state(request: Request) -> AppState:
@@ -132,12 +135,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/feedback", ingest_api.ingest_feedback, ("POST",), extra={"status_code": 202}),
     Route("/api/v1/outcomes", ingest_api.ingest_outcome, ("POST",), extra={"status_code": 202}),
     Route("/api/v1/traces/{trace_id}", api_trace),
-    Route("/api/v1/sessions/{session_id}", api_session),
+    Route("/api/v1/sessions/{session_id:path}", api_session),
     Route("/api/v1/sessions", api_sessions),
     Route("/healthz", healthz),
     Route("/", page_sessions, html=True),
     Route("/sessions", page_sessions, html=True),
-    Route("/sessions/{session_id}", page_session, html=True),
+    Route("/sessions/{session_id:path}", page_session, html=True),
     Route("/traces/{trace_id}", page_trace, html=True),
 )
 

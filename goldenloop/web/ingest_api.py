@@ -189,7 +189,7 @@ class OutcomeIn(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=256, description="e.g. refund_completed")]
     success: bool
     message_id: Annotated[str | None, Field(max_length=256)] = None
-    value: float | None = None
+    value: Annotated[float | None, Field(allow_inf_nan=False)] = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     project: Annotated[str | None, Field(max_length=256)] = None
     id: Annotated[str | None, Field(min_length=1, max_length=128)] = None
