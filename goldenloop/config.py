@@ -69,8 +69,19 @@ SETTINGS: tuple[Setting, ...] = (
         256 * 1024,
         "Largest accepted single attribute value; bigger values reject the request.",
     ),
-    Setting("max_queue_spans", int, 200_000, "Spans waiting for commit before ingest answers 429."),
-    Setting("batch_max_spans", int, 20_000, "Most spans the writer commits in one transaction."),
+    Setting(
+        "max_queue_spans",
+        int,
+        50_000,
+        "Spans waiting for commit before ingest answers 429 (bounds memory: ~3.5 KB each).",
+    ),
+    Setting("batch_max_spans", int, 10_000, "Most spans the writer commits in one transaction."),
+    Setting(
+        "duckdb_memory_limit",
+        str,
+        "512MB",
+        "DuckDB buffer memory limit (e.g. 512MB, 4GB); DuckDB spills to disk beyond it.",
+    ),
     Setting(
         "batch_max_wait_ms",
         int,
@@ -93,6 +104,9 @@ SETTINGS: tuple[Setting, ...] = (
         "prices_file", str, "", "YAML/JSON file of per-model price overrides (USD per 1M tokens)."
     ),
     Setting("log_level", str, "info", "Server log level (debug, info, warning, error)."),
+    Setting(
+        "slo_file", str, "", "YAML/JSON metrics config: SLOs, signal names, /metrics labels."
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -109,13 +123,15 @@ class Settings:
     default_project: str = "default"
     max_request_bytes: int = 16 * 1024 * 1024
     max_attribute_bytes: int = 256 * 1024
-    max_queue_spans: int = 200_000
-    batch_max_spans: int = 20_000
+    max_queue_spans: int = 50_000
+    batch_max_spans: int = 10_000
+    duckdb_memory_limit: str = "512MB"
     batch_max_wait_ms: int = 20
     max_clock_skew_hours: int = 24
     oldest_span_days: int = 3650
     prices_file: str = ""
     log_level: str = "info"
+    slo_file: str = ""
 
     @property
     def base_url(self) -> str:

@@ -20,7 +20,7 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
     else:
         from goldenloop.store.duckdb import DuckDBStore
 
-        store = DuckDBStore(settings.db)
+        store = DuckDBStore(settings.db, memory_limit=settings.duckdb_memory_limit)
     if migrate:
         store.migrate()
     return store

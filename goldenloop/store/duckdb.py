@@ -47,10 +47,13 @@ _LOCK_PID = re.compile(r"PID (\d+)")
 class DuckDBStore(SqlStore):
     dialect: Dialect = "duckdb"
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, memory_limit: str | None = None
+    ) -> None:
         self.location = str(path)
+        config = {"memory_limit": memory_limit} if memory_limit else {}
         try:
-            self._conn = duckdb.connect(str(path), read_only=read_only)
+            self._conn = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             message = str(exc)
             if "lock" in message.lower():
@@ -62,6 +65,8 @@ class DuckDBStore(SqlStore):
                     "to open the file directly."
                 ) from None
             raise StoreError(f"cannot open DuckDB file {path}: {message}") from None
+        except (duckdb.InvalidInputException, duckdb.ParserException) as exc:
+            raise StoreError(f"duckdb_memory_limit {memory_limit!r}: {exc}") from None
         self._local = threading.local()
         self._write_lock = threading.Lock()
 
@@ -121,32 +126,70 @@ class DuckDBStore(SqlStore):
     def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int:
         if not len(batch):
             return 0
-        table = span_batch_to_arrow(batch)
+        if dedupe:
+            batch = _unique_spans(batch)
         with self._write_lock:
             cursor = self._cursor()
-            cursor.register("_incoming_spans", table)
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 if dedupe:
-                    starts = batch.columns["start_time"]
-                    sql = f"""
-                        INSERT INTO spans
-                        SELECT {", ".join("b." + c for c in SPAN_COLUMN_NAMES)}
-                        FROM (SELECT DISTINCT ON (trace_id, span_id) * FROM _incoming_spans) b
-                        WHERE NOT EXISTS (
-                            SELECT 1 FROM spans s
-                            WHERE s.start_time BETWEEN make_timestamp(?) AND make_timestamp(?)
-                              AND s.trace_id = b.trace_id AND s.span_id = b.span_id)
-                    """
-                    result = cursor.execute(sql, [min(starts), max(starts)]).fetchall()
-                else:
-                    result = cursor.execute(
-                        "INSERT INTO spans SELECT * FROM _incoming_spans"
-                    ).fetchall()
+                    batch = self._drop_stored(cursor, batch)
+                if len(batch):
+                    cursor.register("_incoming_spans", span_batch_to_arrow(batch))
+                    try:
+                        cursor.execute("INSERT INTO spans SELECT * FROM _incoming_spans").fetchall()
+                    finally:
+                        cursor.unregister("_incoming_spans")
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
-            finally:
-                cursor.unregister("_incoming_spans")
-        return int(result[0][0]) if result else 0
+        return len(batch)
+
+    @staticmethod
+    def _drop_stored(cursor: duckdb.DuckDBPyConnection, batch: SpanBatch) -> SpanBatch:
+        """Remove spans already stored. Only (trace_id, span_id, start_time) of the
+        batch's time range are read, which zone maps narrow to recent row groups."""
+        starts = batch.columns["start_time"]
+        keys = pa.table(
+            {
+                "trace_id": pa.array(batch.columns["trace_id"], pa.string()),
+                "span_id": pa.array(batch.columns["span_id"], pa.string()),
+            }
+        )
+        cursor.register("_incoming_keys", keys)
+        try:
+            stored = cursor.execute(
+                """SELECT s.trace_id, s.span_id FROM spans s
+                   JOIN _incoming_keys k ON s.trace_id = k.trace_id AND s.span_id = k.span_id
+                   WHERE s.start_time BETWEEN make_timestamp(?) AND make_timestamp(?)""",
+                [min(starts), max(starts)],
+            ).fetchall()
+        finally:
+            cursor.unregister("_incoming_keys")
+        if not stored:
+            return batch
+        return _without(batch, set(stored))
+
+
+def _unique_spans(batch: SpanBatch) -> SpanBatch:
+    """The batch with repeated (trace_id, span_id) pairs kept once (first wins)."""
+    pairs = list(zip(batch.columns["trace_id"], batch.columns["span_id"], strict=True))
+    if len(set(pairs)) == len(pairs):
+        return batch
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for index, pair in enumerate(pairs):
+        if pair not in seen:
+            seen.add(pair)
+            keep.append(index)
+    return _select(batch, keep)
+
+
+def _without(batch: SpanBatch, drop: set[tuple[str, str]]) -> SpanBatch:
+    pairs = zip(batch.columns["trace_id"], batch.columns["span_id"], strict=True)
+    return _select(batch, [i for i, pair in enumerate(pairs) if pair not in drop])
+
+
+def _select(batch: SpanBatch, indices: list[int]) -> SpanBatch:
+    return SpanBatch({name: [values[i] for i in indices] for name, values in batch.columns.items()})

@@ -41,8 +41,23 @@ class Migration:
         return self.statements + extra
 
 
-def spans_table_sql() -> str:
-    cols = ",\n  ".join(f"{name} {_SQL_TYPES[kind]}" for name, kind in SPAN_COLUMNS)
+#: Large free-text columns. DuckDB stores them zstd-compressed: measured on simulator
+#: spans (~3.5 KB of text each) this made bulk inserts ~2-3x faster than the default
+#: FSST/dictionary choice and the file ~6x smaller, with the same speed for the
+#: metric queries, which never read these columns.
+ZSTD_COLUMNS = frozenset(
+    {"input_text", "output_text", "attributes", "resource", "events", "tool_args", "status_message"}
+)
+
+
+def spans_table_sql(dialect: str) -> str:
+    def column(name: str, kind: ColumnType) -> str:
+        sql = f"{name} {_SQL_TYPES[kind]}"
+        if dialect == "duckdb" and name in ZSTD_COLUMNS:
+            sql += " USING COMPRESSION zstd"
+        return sql
+
+    cols = ",\n  ".join(column(name, kind) for name, kind in SPAN_COLUMNS)
     return f"CREATE TABLE spans (\n  {cols}\n)"
 
 

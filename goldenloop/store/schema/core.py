@@ -9,7 +9,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         1,
         "spans, feedback, outcomes",
         statements=(
-            spans_table_sql(),
             """CREATE TABLE feedback (
                 id TEXT PRIMARY KEY,
                 project TEXT NOT NULL,
@@ -37,7 +36,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         # DuckDB: no index on spans (an ART index slows bulk loads badly); the writer
         # dedupes with an anti-join restricted by start_time, which zone maps prune.
+        duckdb_only=(spans_table_sql("duckdb"),),
         postgres_only=(
+            spans_table_sql("postgres"),
             "ALTER TABLE spans ADD PRIMARY KEY (trace_id, span_id)",
             "CREATE INDEX spans_session_idx ON spans (session_id)",
             "CREATE INDEX spans_start_idx ON spans (start_time)",
