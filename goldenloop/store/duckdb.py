@@ -106,22 +106,29 @@ class DuckDBStore(SqlStore):
     def _insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> int:
+        """Insert rows through Arrow (``executemany`` costs milliseconds per row here),
+        skipping rows whose primary key is already stored."""
         if not rows:
             return 0
+        data = pa.table(
+            {name: pa.array([row[i] for row in rows]) for i, name in enumerate(columns)}
+        )
         names = ", ".join(columns)
-        marks = ", ".join("?" for _ in columns)
         with self._write_lock:
             cursor = self._cursor()
-            # Small tables only (feedback, outcomes, service rows): executemany is fine
-            # at these volumes. Read results with fetchall() so no result stays open on
-            # the cursor (an open result blocks the next register() on this cursor).
-            before = cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
-            cursor.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-                [list(r) for r in rows],
-            )
-            after = cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
-        return int(after[0]) - int(before[0])
+            cursor.register("_incoming_rows", data)
+            try:
+                # fetchall(), not fetchone(): an unfinished result left on this cursor
+                # blocks the next register() on it.
+                before = cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+                cursor.execute(
+                    f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming_rows "
+                    "ON CONFLICT DO NOTHING"
+                ).fetchall()
+                after = cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            finally:
+                cursor.unregister("_incoming_rows")
+        return int(after) - int(before)
 
     def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int:
         if not len(batch):
