@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -16,6 +15,8 @@ from goldenloop.cli._common import (
     store_options,
 )
 from goldenloop.config import Settings
+from goldenloop.sim import SimConfig, default_scenarios
+from goldenloop.sim.manifest import SimManifest
 from goldenloop.store import Store
 
 
@@ -45,9 +46,18 @@ def serve(db: str | None, database_url: str | None, host: str | None, port: int 
     _serve(settings, open_cli_store(settings))
 
 
-def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | None) -> Any:
-    from goldenloop.sim import SimConfig, default_scenarios
+def _summary(manifest: SimManifest) -> str:
+    scenarios = ", ".join(
+        f"{name} ({len(truth.sessions)} sessions)" for name, truth in manifest.scenarios.items()
+    )
+    return (
+        f"simulated {manifest.sessions:,} sessions, {manifest.turns:,} turns, "
+        f"{manifest.spans:,} spans, {manifest.feedback:,} feedback and "
+        f"{manifest.outcomes:,} outcome events; injected: {scenarios or 'nothing'}"
+    )
 
+
+def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | None) -> SimConfig:
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     return SimConfig(
@@ -55,7 +65,7 @@ def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | N
         start=start,
         days=days,
         sessions_per_day=sessions_per_day,
-        scenarios=default_scenarios(start),
+        scenarios=default_scenarios(start, days),
     )
 
 
@@ -90,8 +100,7 @@ def simulate(
     from goldenloop import sim
 
     config = _sim_config(seed, days, sessions_per_day, None)
-    total = sim.estimate_spans(config)
-    with progress_bar("simulating", total) as advance:
+    with progress_bar("simulating", None) as advance:
         if url:
             result = sim.send_over_otlp(url, config, api_key=api_key, progress=advance)
         else:
@@ -102,8 +111,8 @@ def simulate(
             finally:
                 store.close()
     if manifest:
-        result.write_json(manifest)
-    console.print(result.summary())
+        Path(manifest).write_text(result.to_json(indent=2), encoding="utf-8")
+    console.print(_summary(result))
 
 
 @click.command()
@@ -128,9 +137,9 @@ def demo(db: str, host: str, port: int, seed: int, sessions_per_day: int, no_ser
     settings = load_cli_settings(db=db, database_url="", host=host, port=port)
     store = open_cli_store(settings)
     config = _sim_config(seed, 7, sessions_per_day, None)
-    with progress_bar("simulating a week", sim.estimate_spans(config)) as advance:
+    with progress_bar("simulating a week", None) as advance:
         result = sim.write_to_store(store, config, progress=advance)
-    console.print(result.summary())
+    console.print(_summary(result))
     if no_serve:
         store.close()
         return

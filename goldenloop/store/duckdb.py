@@ -51,7 +51,9 @@ class DuckDBStore(SqlStore):
         self, path: str | Path, *, read_only: bool = False, memory_limit: str | None = None
     ) -> None:
         self.location = str(path)
-        config = {"memory_limit": memory_limit} if memory_limit else {}
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"memory_limit": memory_limit} if memory_limit else {}
+        )
         try:
             self._conn = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
