@@ -79,13 +79,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "duckdb_memory_limit",
         str,
-        "512MB",
+        "256MB",
         "DuckDB buffer memory limit (e.g. 512MB, 4GB); DuckDB spills to disk beyond it.",
     ),
     Setting(
         "batch_max_wait_ms",
         int,
-        20,
+        2,
         "How long the writer waits to fill a batch once it holds at least one request.",
     ),
     Setting(
@@ -125,8 +125,8 @@ class Settings:
     max_attribute_bytes: int = 256 * 1024
     max_queue_spans: int = 50_000
     batch_max_spans: int = 10_000
-    duckdb_memory_limit: str = "512MB"
-    batch_max_wait_ms: int = 20
+    duckdb_memory_limit: str = "256MB"
+    batch_max_wait_ms: int = 2
     max_clock_skew_hours: int = 24
     oldest_span_days: int = 3650
     prices_file: str = ""
