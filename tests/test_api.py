@@ -366,7 +366,7 @@ def test_unknown_trace_or_session_is_a_404_json_error(
 # -- HTML pages -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/sessions"])
+@pytest.mark.parametrize("path", ["/sessions"])
 def test_session_list_pages_render_the_sessions(
     client: TestClient, data: dict[str, str], path: str
 ) -> None:

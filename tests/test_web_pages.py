@@ -31,7 +31,7 @@ def test_sessions_page_links_to_session_and_trace_replay(tmp_path: Path) -> None
     )
     try:
         with LiveServer(create_app(Settings(), store)) as server, chromium_page() as page:
-            page.goto(server.url + "/")
+            page.goto(server.url + "/sessions")
             row = page.locator("#sessions tbody tr").first
             assert "sess-ui" in row.inner_text()
             assert "de-DE" in row.inner_text()

@@ -40,10 +40,42 @@ def _serve(settings: Settings, store: Store) -> None:
 @store_options
 @click.option("--host", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 4318, the OTLP/HTTP default).")
-def serve(db: str | None, database_url: str | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--slo-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Metrics config (SLOs, signal names, /metrics labels); default GOLDENLOOP_SLO_FILE.",
+)
+def serve(
+    db: str | None,
+    database_url: str | None,
+    host: str | None,
+    port: int | None,
+    slo_file: str | None,
+) -> None:
     """Run the server: OTLP ingest, JSON API, /metrics and the web UI on one port."""
-    settings = load_cli_settings(db=db, database_url=database_url, host=host, port=port)
+    settings = load_cli_settings(
+        db=db, database_url=database_url, host=host, port=port, slo_file=slo_file
+    )
+    _check_metrics_config(settings)
     _serve(settings, open_cli_store(settings))
+
+
+def _check_metrics_config(settings: Settings) -> None:
+    """Fail at start-up, naming the file and key, rather than on the first page view."""
+    from goldenloop.metrics.config import MetricsConfigError, load_metrics_config
+
+    try:
+        load_metrics_config(settings.slo_file or None)
+    except MetricsConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _prepare_metrics(store: Store) -> None:
+    """Build the per-turn metric tables now, so the first page after a bulk load is fast."""
+    from goldenloop.metrics.facts import refresh_facts
+
+    with console.status("building metric tables"):
+        refresh_facts(store)
 
 
 def _summary(manifest: SimManifest) -> str:
@@ -108,6 +140,7 @@ def simulate(
             store = open_cli_store(settings)
             try:
                 result = sim.write_to_store(store, config, progress=advance)
+                _prepare_metrics(store)
             finally:
                 store.close()
     if manifest:
@@ -139,6 +172,7 @@ def demo(db: str, host: str, port: int, seed: int, sessions_per_day: int, no_ser
     config = _sim_config(seed, 7, sessions_per_day, None)
     with progress_bar("simulating a week", None) as advance:
         result = sim.write_to_store(store, config, progress=advance)
+    _prepare_metrics(store)
     console.print(_summary(result))
     if no_serve:
         store.close()

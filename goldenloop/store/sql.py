@@ -181,11 +181,18 @@ class SqlStore(ABC):
         rows = self.fetch("SELECT max(version) FROM schema_migrations")
         return int(rows[0][0] or 0)
 
+    def applied_versions(self) -> set[int]:
+        self.execute(SCHEMA_MIGRATIONS_TABLE)
+        return {int(row[0]) for row in self.fetch("SELECT version FROM schema_migrations")}
+
     def migrate(self) -> list[int]:
-        current = self.schema_version()
+        """Apply every migration not yet recorded, in version order. Versions are
+        reserved per feature, so a database may hold 20–41 but still lack 10–13 (a
+        feature added later); those are applied too, not skipped."""
+        done = self.applied_versions()
         applied = []
         for migration in all_migrations():
-            if migration.version <= current:
+            if migration.version in done:
                 continue
             statements: list[tuple[str, Sequence[Any]]] = [
                 (sql, ()) for sql in migration.statements_for(self.dialect)
