@@ -104,9 +104,7 @@ SETTINGS: tuple[Setting, ...] = (
         "prices_file", str, "", "YAML/JSON file of per-model price overrides (USD per 1M tokens)."
     ),
     Setting("log_level", str, "info", "Server log level (debug, info, warning, error)."),
-    Setting(
-        "slo_file", str, "", "YAML/JSON metrics config: SLOs, signal names, /metrics labels."
-    ),
+    Setting("slo_file", str, "", "YAML/JSON metrics config: SLOs, signal names, /metrics labels."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

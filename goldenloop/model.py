@@ -160,7 +160,10 @@ class SpanBatch:
 
     def rows(self) -> list[dict[str, Any]]:
         names = SPAN_COLUMN_NAMES
-        return [dict(zip(names, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
+        return [
+            dict(zip(names, values, strict=True))
+            for values in zip(*self.columns.values(), strict=True)
+        ]
 
 
 @dataclass(slots=True)

@@ -20,13 +20,30 @@ def test_sessions_page_links_to_session_and_trace_replay(tmp_path: Path) -> None
     store.migrate()
     store.insert_spans(
         span_batch(
-            {"trace_id": "a" * 32, "span_id": "1" * 16, "session_id": "sess-ui", "kind": "agent",
-             "name": "refund turn", "locale": "de-DE", "input_text": "Can I return my shoes?",
-             "output_text": "Yes, within 14 days."},
-            {"trace_id": "a" * 32, "span_id": "2" * 16, "parent_id": "1" * 16, "kind": "llm",
-             "session_id": "sess-ui", "name": "chat gpt-4o-mini", "model": "gpt-4o-mini", "locale": "de-DE",
-             "input_tokens": 800, "output_tokens": 120, "cost_usd": 0.0002,
-             "stop_reason": "max_tokens"},
+            {
+                "trace_id": "a" * 32,
+                "span_id": "1" * 16,
+                "session_id": "sess-ui",
+                "kind": "agent",
+                "name": "refund turn",
+                "locale": "de-DE",
+                "input_text": "Can I return my shoes?",
+                "output_text": "Yes, within 14 days.",
+            },
+            {
+                "trace_id": "a" * 32,
+                "span_id": "2" * 16,
+                "parent_id": "1" * 16,
+                "kind": "llm",
+                "session_id": "sess-ui",
+                "name": "chat gpt-4o-mini",
+                "model": "gpt-4o-mini",
+                "locale": "de-DE",
+                "input_tokens": 800,
+                "output_tokens": 120,
+                "cost_usd": 0.0002,
+                "stop_reason": "max_tokens",
+            },
         )  # fmt: skip
     )
     try:
