@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from goldenloop.cli import serve
+from goldenloop.cli import alerts, golden, metrics, serve, triage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +18,17 @@ def main() -> None:
     variables or a .env file; flags override them."""
 
 
-for _command in (serve.serve, serve.demo, serve.simulate):
+for _command in (
+    serve.serve,
+    serve.demo,
+    serve.simulate,
+    *golden.COMMANDS,
+    metrics.metrics,
+    metrics.slo,
+    metrics.regressions,
+    *triage.COMMANDS,
+    alerts.alerts,
+):
     main.add_command(_command)
 
 __all__ = ["main"]

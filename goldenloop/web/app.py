@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +25,17 @@ from goldenloop.config import Settings
 from goldenloop.ingest.writer import GroupCommitWriter
 from goldenloop.pricing import price_table_for
 from goldenloop.store.base import Store
-from goldenloop.web import ingest_api, views
+from goldenloop.web import (
+    alerts_api,
+    alerts_pages,
+    golden_api,
+    ingest_api,
+    metrics_api,
+    overview,
+    triage_api,
+    triage_pages,
+    views,
+)
 from goldenloop.web.filters import FilterError
 from goldenloop.web.state import AppState
 
@@ -138,10 +148,74 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/sessions/{session_id:path}", api_session),
     Route("/api/v1/sessions", api_sessions),
     Route("/healthz", healthz),
-    Route("/", page_sessions, html=True),
+    Route("/", overview.page_overview, html=True),
     Route("/sessions", page_sessions, html=True),
     Route("/sessions/{session_id:path}", page_session, html=True),
     Route("/traces/{trace_id}", page_trace, html=True),
+    Route("/api/v1/metrics", metrics_api.api_metrics),
+    Route("/api/v1/slos", metrics_api.api_slos),
+    Route("/api/v1/slos", metrics_api.api_create_slo, ("POST",), extra={"status_code": 201}),
+    Route("/api/v1/slos/{name}", metrics_api.api_delete_slo, ("DELETE",)),
+    Route("/api/v1/regressions", metrics_api.api_regressions),
+    Route("/api/v1/overview", overview.api_overview),
+    Route("/metrics", metrics_api.prometheus_metrics),
+    Route("/overview", overview.page_overview, html=True),
+    Route("/overview/regressions", overview.page_overview_regressions, html=True),
+    Route("/api/v1/golden/cases", golden_api.api_golden_cases),
+    Route("/api/v1/golden/coverage", golden_api.api_golden_coverage),
+    Route("/api/v1/golden/promote", golden_api.api_promote, ("POST",), extra={"status_code": 201}),
+    Route("/api/v1/eval-runs", golden_api.api_eval_runs),
+    Route(
+        "/api/v1/eval-runs", golden_api.api_store_eval_run, ("POST",), extra={"status_code": 201}
+    ),
+    Route("/api/v1/eval-runs/{run_id}", golden_api.api_eval_run),
+    Route("/golden", golden_api.page_golden, html=True),
+    Route("/evals", golden_api.page_eval_runs, html=True),
+    Route("/evals/{run_id}", golden_api.page_eval_run, html=True),
+    Route("/api/v1/triage", triage_api.api_triage),
+    Route("/api/v1/triage/refresh", triage_api.api_refresh, ("POST",)),
+    Route("/api/v1/triage/{item_id}", triage_api.api_triage_item),
+    Route("/api/v1/triage/{item_id}/label", triage_api.api_label, ("POST",)),
+    Route("/api/v1/flags", triage_api.api_flags),
+    Route("/api/v1/flags/run", triage_api.api_flags_run, ("POST",)),
+    Route("/api/v1/clusters", triage_api.api_clusters),
+    Route("/api/v1/reports/weekly", triage_api.api_weekly),
+    Route("/triage", triage_pages.page_triage, html=True),
+    Route("/triage/run", triage_pages.page_triage_run, ("POST",), html=True),
+    Route("/triage/{item_id}", triage_pages.page_triage_item, html=True),
+    Route("/triage/{item_id}/label", triage_pages.page_triage_label, ("POST",), html=True),
+    Route("/api/v1/alerts", alerts_api.api_alerts),
+    Route("/api/v1/alerts/rules", alerts_api.api_alert_rules),
+    Route(
+        "/api/v1/alerts/rules",
+        alerts_api.api_create_alert_rule,
+        ("POST",),
+        extra={"status_code": 201},
+    ),
+    Route("/api/v1/alerts/rules/{name}", alerts_api.api_alert_rule),
+    Route("/api/v1/alerts/rules/{name}", alerts_api.api_delete_alert_rule, ("DELETE",)),
+    Route("/api/v1/alerts/history", alerts_api.api_alert_history),
+    Route("/api/v1/alerts/backtest", alerts_api.api_backtest),
+    Route("/api/v1/alerts/silences", alerts_api.api_silences),
+    Route(
+        "/api/v1/alerts/silences",
+        alerts_api.api_create_silence,
+        ("POST",),
+        extra={"status_code": 201},
+    ),
+    Route("/api/v1/alerts/silences/{silence_id}", alerts_api.api_expire_silence, ("DELETE",)),
+    Route("/api/v1/alerts/config", alerts_api.api_alerts_config),
+    Route("/api/v1/alerts/config", alerts_api.api_put_alerts_config, ("PUT",)),
+    Route("/api/v1/alerts/check", alerts_api.api_check_alerts, ("POST",)),
+    Route("/alerts", alerts_pages.page_alerts, html=True),
+    Route("/alerts/rules/{name}", alerts_pages.page_alert_rule, html=True),
+    Route("/alerts/silences", alerts_pages.page_create_silence, ("POST",), html=True),
+    Route(
+        "/alerts/silences/{silence_id}/expire",
+        alerts_pages.page_expire_silence,
+        ("POST",),
+        html=True,
+    ),
 )
 
 
@@ -175,10 +249,20 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from goldenloop.alerts.scheduler import start_alert_scheduler, stop_alert_scheduler
+        from goldenloop.flags.loop import start_flagging_loop_safely
+
         writer.start()
+        # Flag rules run on new data every minute; a failure there is logged, never fatal.
+        flagging = start_flagging_loop_safely(store, 60.0)
+        # Alert rules are evaluated every minute in the background; never fatal either.
+        app.state.goldenloop_alerts = start_alert_scheduler(settings, store)
         try:
             yield
         finally:
+            stop_alert_scheduler(app.state.goldenloop_alerts)
+            if flagging is not None:
+                flagging.stop()
             writer.stop()
 
     app = FastAPI(

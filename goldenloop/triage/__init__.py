@@ -1,0 +1,2 @@
+"""The triage queue (ranked, labelled items with trace replay), failure clustering and
+the weekly review agenda."""
