@@ -77,6 +77,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("batch_max_spans", int, 10_000, "Most spans the writer commits in one transaction."),
     Setting(
+        "ingest_workers",
+        int,
+        2,
+        "Processes that decode and normalize large OTLP requests, so ingest uses every "
+        "core; 0 decodes in the server process.",
+    ),
+    Setting(
+        "flag_interval_s",
+        int,
+        60,
+        "Seconds between runs of the auto-flag rules over new spans; 0 turns the loop off "
+        "(run `goldenloop flag` yourself).",
+    ),
+    Setting(
         "duckdb_memory_limit",
         str,
         "256MB",
@@ -123,6 +137,8 @@ class Settings:
     max_attribute_bytes: int = 256 * 1024
     max_queue_spans: int = 50_000
     batch_max_spans: int = 10_000
+    ingest_workers: int = 2
+    flag_interval_s: int = 60
     duckdb_memory_limit: str = "256MB"
     batch_max_wait_ms: int = 2
     max_clock_skew_hours: int = 24

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -29,7 +30,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from goldenloop.config import Settings
-from goldenloop.model import SpanBatch
 from goldenloop.store.duckdb import DuckDBStore
 from goldenloop.web.app import create_app
 
@@ -860,9 +860,9 @@ class SlowDuckDBStore(DuckDBStore):
 
     delay = 0.3
 
-    def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int:
+    def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int:
         time.sleep(self.delay)
-        return super().insert_spans(batch, dedupe=dedupe)
+        return super().insert_span_table(table, dedupe=dedupe)
 
 
 def test_full_queue_answers_429_with_retry_after_and_commits_everything_accepted(

@@ -13,11 +13,13 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from conftest import span_batch
 
+from goldenloop.ingest.arrow import span_batch_to_arrow
 from goldenloop.ingest.writer import GroupCommitWriter, QueueFull, WriterStopped
-from goldenloop.model import Feedback, Outcome, SpanBatch
+from goldenloop.model import Feedback, Outcome
 from goldenloop.store.duckdb import DuckDBStore
 
 TIMEOUT = 10
@@ -34,13 +36,14 @@ class GatedStore(DuckDBStore):
         self.batches: list[list[str]] = []
         self.fail_marker: str | None = None
 
-    def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int:
-        self.batches.append(list(batch.columns["span_id"]))
+    def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int:
+        span_ids = table.column("span_id").to_pylist()
+        self.batches.append(span_ids)
         self.entered.set()
         assert self.gate.wait(TIMEOUT)
-        if self.fail_marker is not None and self.fail_marker in batch.columns["span_id"]:
+        if self.fail_marker is not None and self.fail_marker in span_ids:
             raise RuntimeError(f"refusing batch with {self.fail_marker}")
-        return super().insert_spans(batch, dedupe=dedupe)
+        return super().insert_span_table(table, dedupe=dedupe)
 
     def span_ids(self) -> set[str]:
         return {row[0] for row in self.fetch("SELECT span_id FROM spans")}
@@ -67,8 +70,8 @@ def writer(store: GatedStore) -> Iterator[GroupCommitWriter]:
         w.stop()
 
 
-def batch_of(*span_ids: str, trace: str = "trace-1") -> SpanBatch:
-    return span_batch(*({"trace_id": trace, "span_id": s} for s in span_ids))
+def batch_of(*span_ids: str, trace: str = "trace-1") -> pa.Table:
+    return span_batch_to_arrow(span_batch(*({"trace_id": trace, "span_id": s} for s in span_ids)))
 
 
 def hold_first_commit(store: GatedStore, writer: GroupCommitWriter) -> Future[int]:

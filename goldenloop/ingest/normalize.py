@@ -28,6 +28,10 @@ _US_PER_DAY = 24 * _US_PER_HOUR
 _MAX_ERRORS_REPORTED = 20
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _MAX_INT64 = (1 << 63) - 1
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
+_NO_PRIORITY = 1 << 30
+_MOVED = cv.MOVED_TO_COLUMNS
 
 #: attribute key → (field, priority); lower priority wins.
 _KEY_TO_FIELD: dict[str, list[tuple[str, int]]] = {}
@@ -179,7 +183,8 @@ class _SpanNormalizer:
             self._resource_cache[id(raw.resource)] = cached
         return cached
 
-    def problems(self, raw: RawSpan) -> list[str]:
+    def _envelope_problems(self, raw: RawSpan) -> list[str]:
+        """Problems with the ids and timestamps (attributes are checked in ``row``)."""
         problems = []
         for value, length, what in (
             (raw.trace_id, 32, "traceId"),
@@ -206,9 +211,44 @@ class _SpanNormalizer:
             problems.append("endTimeUnixNano is before startTimeUnixNano")
         elif end_us - start_us > 7 * _US_PER_DAY:
             problems.append("span lasts more than 7 days (endTimeUnixNano is absurd)")
+        return problems
+
+    def _envelope_ok(self, raw: RawSpan) -> bool:
+        """The common case, cheaply: well-formed ids and plausible timestamps."""
+        trace_id, span_id, parent = raw.trace_id, raw.span_id, raw.parent_span_id
+        start, end = raw.start_time_unix_nano, raw.end_time_unix_nano
+        return (
+            len(trace_id) == 32
+            and len(span_id) == 16
+            and _HEX_DIGITS.issuperset(trace_id)
+            and _HEX_DIGITS.issuperset(span_id)
+            and trace_id != _ZERO_TRACE_ID
+            and span_id != _ZERO_SPAN_ID
+            and (
+                not parent
+                or (
+                    len(parent) == 16 and _HEX_DIGITS.issuperset(parent) and parent != _ZERO_SPAN_ID
+                )
+            )
+            and start > 0
+            and self.earliest_start_us <= start // _NS_PER_US <= self.latest_start_us
+            and start <= end
+            and end // _NS_PER_US - start // _NS_PER_US <= 7 * _US_PER_DAY
+        )
+
+    def _attribute_pass(
+        self, attributes: dict[str, Any], problems: list[str]
+    ) -> tuple[dict[str, tuple[str, Any]], list[str]]:
+        """One pass over the attributes: size problems, and for every mapped field the
+        (key, value) of its highest-priority key. Also returns the keys present that
+        move into columns."""
         limit = self.limits.max_attribute_bytes
         quarter = limit // 4  # a str of n chars holds at most 4n UTF-8 bytes
-        for key, value in raw.attributes.items():
+        chosen: dict[str, tuple[str, Any]] = {}
+        best: dict[str, int] = {}
+        moved: list[str] = []
+        key_to_field = _KEY_TO_FIELD
+        for key, value in attributes.items():
             kind = type(value)
             if kind is str:
                 if len(value) > quarter and len(value.encode()) > limit:
@@ -217,22 +257,24 @@ class _SpanNormalizer:
                     )
             elif (kind is list or kind is dict) and len(_as_text(value)) > limit:
                 problems.append(f"attribute {key!r} is larger than the limit of {limit} bytes")
-        return problems
-
-    def mapped_fields(self, raw: RawSpan) -> tuple[dict[str, Any], list[str]]:
-        fields: dict[str, Any] = {}
-        best: dict[str, int] = {}
-        for key, value in raw.attributes.items():
-            targets = _KEY_TO_FIELD.get(key)
-            if not targets or value is None or value == "":
+            targets = key_to_field.get(key)
+            if targets is None:
+                continue
+            if key in _MOVED:
+                moved.append(key)
+            if value is None or value == "":
                 continue
             for field, priority in targets:
-                if priority < best.get(field, 1 << 30):
+                if priority < best.get(field, _NO_PRIORITY):
                     best[field] = priority
-                    fields[field] = (key, value)
-        problems = []
+                    chosen[field] = (key, value)
+        return chosen, moved
+
+    @staticmethod
+    def _convert(chosen: dict[str, tuple[str, Any]], problems: list[str]) -> dict[str, Any]:
+        """Mapped fields with the types their columns need; type problems are appended."""
         result: dict[str, Any] = {}
-        for field, (key, value) in fields.items():
+        for field, (key, value) in chosen.items():
             if field in _INT_FIELDS:
                 if isinstance(value, bool) or not isinstance(value, int | float | str):
                     problems.append(
@@ -267,20 +309,20 @@ class _SpanNormalizer:
                 result[field] = _as_text(value)
             else:
                 result[field] = value if isinstance(value, str) else _as_text(value)
-        return result, problems
+        return result
 
-    def row(self, raw: RawSpan) -> tuple[dict[str, Any] | None, list[str]]:
-        problems = self.problems(raw)
-        fields, type_problems = self.mapped_fields(raw)
-        problems += type_problems
+    def row(self, raw: RawSpan) -> tuple[tuple[Any, ...] | None, list[str]]:
+        """The span's values in ``SPAN_COLUMN_NAMES`` order, or the problems with it."""
+        problems = [] if self._envelope_ok(raw) else self._envelope_problems(raw)
+        chosen, moved = self._attribute_pass(raw.attributes, problems)
+        fields = self._convert(chosen, problems)
         if problems:
             return None, problems
+        get = fields.get
         resource_project, resource_json = self._resource(raw)
-        start_us = raw.start_time_unix_nano // _NS_PER_US
-        end_us = raw.end_time_unix_nano // _NS_PER_US
         kind = _kind(raw, fields)
-        error_type = fields.get("error_type")
-        if error_type is None:
+        error_type = get("error_type")
+        if error_type is None and raw.events:
             error_type = next(
                 (
                     str(e.attributes["exception.type"])
@@ -289,57 +331,56 @@ class _SpanNormalizer:
                 ),
                 None,
             )
-        status = "error" if raw.status_code == STATUS_ERROR else "ok"
-        cost = fields.get("cost_usd")
+        cost = get("cost_usd")
         if cost is None:
-            cost = self.prices.cost(
-                fields.get("model"), fields.get("input_tokens"), fields.get("output_tokens")
-            )
-        prompt_hash = fields.get("prompt_hash")
-        template = raw.attributes.get("llm.prompt_template.template")
-        if prompt_hash is None and isinstance(template, str) and template:
-            prompt_hash = hashlib.sha256(template.encode()).hexdigest()[:8]
+            cost = self.prices.cost(get("model"), get("input_tokens"), get("output_tokens"))
+        prompt_hash = get("prompt_hash")
+        if prompt_hash is None:
+            template = raw.attributes.get("llm.prompt_template.template")
+            if isinstance(template, str) and template:
+                prompt_hash = hashlib.sha256(template.encode()).hexdigest()[:8]
         flags = _feature_flags(raw, raw.attributes.get(cv.FEATURE_FLAGS))
-        attributes = {k: v for k, v in raw.attributes.items() if k not in cv.MOVED_TO_COLUMNS}
-        return {
-            "project": self.project_override
-            or fields.get("project")
-            or resource_project
-            or self.default_project,
-            "trace_id": raw.trace_id.lower(),
-            "span_id": raw.span_id.lower(),
-            "parent_id": raw.parent_span_id.lower() if raw.parent_span_id else None,
-            "session_id": fields.get("session_id"),
-            "message_id": fields.get("message_id"),
-            "name": raw.name,
-            "kind": kind,
-            "start_time": start_us,
-            "end_time": end_us,
-            "latency_ms": (raw.end_time_unix_nano - raw.start_time_unix_nano) / 1e6,
-            "status": status,
-            "error_type": error_type,
-            "status_message": raw.status_message or None,
-            "model": fields.get("model"),
-            "provider": fields.get("provider"),
-            "input_tokens": fields.get("input_tokens"),
-            "output_tokens": fields.get("output_tokens"),
-            "cost_usd": cost,
-            "stop_reason": fields.get("stop_reason"),
-            "prompt_hash": prompt_hash,
-            "model_version": fields.get("model_version"),
-            "feature_flags": _dumps(flags) if flags else "{}",
-            "customer_tier": fields.get("customer_tier"),
-            "locale": fields.get("locale"),
-            "index_version": fields.get("index_version"),
-            "user_id": fields.get("user_id"),
-            "tool_name": fields.get("tool_name"),
-            "tool_args": fields.get("tool_args"),
-            "score": fields.get("score"),
-            "input_text": fields.get("input_text"),
-            "output_text": fields.get("output_text"),
-            "attributes": _dumps(attributes),
-            "resource": resource_json,
-            "events": _dumps(
+        attributes = raw.attributes
+        if moved:
+            attributes = dict(attributes)
+            for key in moved:
+                del attributes[key]
+        return (
+            self.project_override or get("project") or resource_project or self.default_project,
+            raw.trace_id.lower(),
+            raw.span_id.lower(),
+            raw.parent_span_id.lower() if raw.parent_span_id else None,
+            get("session_id"),
+            get("message_id"),
+            raw.name,
+            kind,
+            raw.start_time_unix_nano // _NS_PER_US,
+            raw.end_time_unix_nano // _NS_PER_US,
+            (raw.end_time_unix_nano - raw.start_time_unix_nano) / 1e6,
+            "error" if raw.status_code == STATUS_ERROR else "ok",
+            error_type,
+            raw.status_message or None,
+            get("model"),
+            get("provider"),
+            get("input_tokens"),
+            get("output_tokens"),
+            cost,
+            get("stop_reason"),
+            prompt_hash,
+            get("model_version"),
+            _dumps(flags) if flags else "{}",
+            get("customer_tier"),
+            get("locale"),
+            get("index_version"),
+            get("user_id"),
+            get("tool_name"),
+            get("tool_args"),
+            get("score"),
+            get("input_text"),
+            get("output_text"),
+            _dumps(attributes),
+            resource_json,
+            _dumps(
                 [
                     {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes}
                     for e in raw.events
@@ -347,29 +388,50 @@ class _SpanNormalizer:
             )
             if raw.events
             else "[]",
-            "ingested_at": self.now_us,
-        }, []
+            self.now_us,
+        ), []
 
 
-def _propagate_trace_fields(rows: list[dict[str, Any]]) -> None:
-    """Give every span of a trace the turn-level fields another span of it carries."""
-    by_trace: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_trace.setdefault(row["trace_id"], []).append(row)
-    for trace_id, members in by_trace.items():
-        if len(members) > 1:
-            for field in cv.TRACE_LEVEL_FIELDS:
-                values = [member[field] for member in members]
-                if None not in values:
-                    continue
-                value = next((v for v in values if v is not None), None)
-                if value is not None:
-                    for member in members:
-                        if member[field] is None:
-                            member[field] = value
-        for member in members:
-            if member["message_id"] is None:
-                member["message_id"] = trace_id
+#: The order ``row`` builds its tuple in; checked against the model at import.
+_ROW_ORDER = (
+    "project", "trace_id", "span_id", "parent_id", "session_id", "message_id", "name", "kind",
+    "start_time", "end_time", "latency_ms", "status", "error_type", "status_message", "model",
+    "provider", "input_tokens", "output_tokens", "cost_usd", "stop_reason", "prompt_hash",
+    "model_version", "feature_flags", "customer_tier", "locale", "index_version", "user_id",
+    "tool_name", "tool_args", "score", "input_text", "output_text", "attributes", "resource",
+    "events", "ingested_at",
+)  # fmt: skip
+if _ROW_ORDER != SPAN_COLUMN_NAMES:  # pragma: no cover - a model change must update row()
+    raise ImportError("normalize.row() builds columns in an order the model no longer has")
+
+_TRACE_COLUMN = SPAN_COLUMN_NAMES.index("trace_id")
+_TRACE_LEVEL_COLUMNS = tuple(SPAN_COLUMN_NAMES.index(f) for f in cv.TRACE_LEVEL_FIELDS)
+_MESSAGE_COLUMN = SPAN_COLUMN_NAMES.index("message_id")
+
+
+def _propagate_trace_fields(columns: list[list[Any]]) -> None:
+    """Give every span of a trace the turn-level fields another span of it carries,
+    and a span without a message id its trace id."""
+    traces = columns[_TRACE_COLUMN]
+    members: dict[str, list[int]] = {}
+    for index, trace_id in enumerate(traces):
+        members.setdefault(trace_id, []).append(index)
+    shared = [group for group in members.values() if len(group) > 1]
+    for position in _TRACE_LEVEL_COLUMNS:
+        column = columns[position]
+        if None not in column:
+            continue
+        for group in shared:
+            value = next((column[i] for i in group if column[i] is not None), None)
+            if value is not None:
+                for i in group:
+                    if column[i] is None:
+                        column[i] = value
+    messages = columns[_MESSAGE_COLUMN]
+    if None in messages:
+        for index, message_id in enumerate(messages):
+            if message_id is None:
+                messages[index] = traces[index]
 
 
 def normalize_spans(
@@ -389,7 +451,7 @@ def normalize_spans(
         now_us=now_us,
         limits=limits or IngestLimits(),
     )
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     problems: list[str] = []
     for index, raw in enumerate(raw_spans):
         row, span_problems = normalizer.row(raw)
@@ -402,6 +464,8 @@ def normalize_spans(
             rows.append(row)
     if problems:
         raise InvalidSpans(problems)
-    _propagate_trace_fields(rows)
-    columns = {name: [row[name] for row in rows] for name in SPAN_COLUMN_NAMES}
-    return SpanBatch(columns)
+    if not rows:
+        return SpanBatch()
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    _propagate_trace_fields(columns)
+    return SpanBatch(dict(zip(SPAN_COLUMN_NAMES, columns, strict=True)))

@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from goldenloop.model import Feedback, Outcome, SpanBatch
+import pyarrow as pa
+
+from goldenloop.model import Feedback, Outcome
 from goldenloop.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -39,14 +41,14 @@ class WriterStopped(RuntimeError):
 
 @dataclass
 class _Job:
-    spans: SpanBatch | None = None
+    spans: pa.Table | None = None
     feedback: Sequence[Feedback] = ()
     outcomes: Sequence[Outcome] = ()
     future: Future[int] = field(default_factory=Future)
 
     @property
     def span_count(self) -> int:
-        return len(self.spans) if self.spans is not None else 0
+        return self.spans.num_rows if self.spans is not None else 0
 
 
 @dataclass
@@ -111,8 +113,9 @@ class GroupCommitWriter:
             self._cond.notify()
         return job.future
 
-    def submit_spans(self, batch: SpanBatch) -> Future[int]:
-        return self._submit(_Job(spans=batch))
+    def submit_spans(self, table: pa.Table) -> Future[int]:
+        """Queue a span table (``goldenloop.ingest.arrow.SPAN_SCHEMA``) for commit."""
+        return self._submit(_Job(spans=table))
 
     def submit_feedback(self, items: Sequence[Feedback]) -> Future[int]:
         return self._submit(_Job(feedback=items))
@@ -151,15 +154,13 @@ class GroupCommitWriter:
             self._commit(jobs)
 
     def _write(self, jobs: Sequence[_Job]) -> int:
-        merged = SpanBatch()
+        tables = [job.spans for job in jobs if job.spans is not None and job.spans.num_rows]
         feedback: list[Feedback] = []
         outcomes: list[Outcome] = []
         for job in jobs:
-            if job.spans is not None:
-                merged.extend(job.spans)
             feedback.extend(job.feedback)
             outcomes.extend(job.outcomes)
-        new = self._store.insert_spans(merged) if len(merged) else 0
+        new = self._store.insert_span_table(pa.concat_tables(tables)) if tables else 0
         if feedback:
             self._store.insert_feedback(feedback)
         if outcomes:

@@ -9,7 +9,7 @@ answer them with the same statements.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from goldenloop.model import (
     Feedback,
@@ -20,6 +20,9 @@ from goldenloop.model import (
     Span,
     SpanBatch,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Dialect = Literal["duckdb", "postgres"]
 
@@ -48,6 +51,10 @@ class Store(Protocol):
         With ``dedupe`` (the default) a span whose (trace_id, span_id) is already
         stored is skipped, so exporter retries are idempotent.
         """
+        ...
+
+    def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int:
+        """``insert_spans`` for a table of ``goldenloop.ingest.arrow.SPAN_SCHEMA``."""
         ...
 
     def insert_feedback(self, items: Sequence[Feedback]) -> int: ...

@@ -17,29 +17,12 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from goldenloop.model import SPAN_COLUMN_NAMES, SPAN_COLUMNS, ColumnType, SpanBatch
+from goldenloop.ingest.arrow import first_of_each_key, span_batch_to_arrow, span_keys
+from goldenloop.model import SpanBatch
 from goldenloop.store.base import Dialect, StoreError
 from goldenloop.store.sql import SqlStore
-
-_ARROW_TYPES: dict[ColumnType, pa.DataType] = {
-    "text": pa.string(),
-    "bigint": pa.int64(),
-    "double": pa.float64(),
-    "timestamp": pa.int64(),  # epoch microseconds in a SpanBatch; cast below
-    "json": pa.string(),
-}
-
-
-def span_batch_to_arrow(batch: SpanBatch) -> pa.Table:
-    arrays = []
-    for name, kind in SPAN_COLUMNS:
-        array = pa.array(batch.columns[name], type=_ARROW_TYPES[kind])
-        if kind == "timestamp":
-            array = array.cast(pa.timestamp("us"))
-        arrays.append(array)
-    return pa.Table.from_arrays(arrays, names=list(SPAN_COLUMN_NAMES))
-
 
 #: WAL size that triggers a checkpoint (DuckDB's default is 16 MB). A checkpoint
 #: compresses and rewrites the table's open row group inside the committing
@@ -47,6 +30,14 @@ def span_batch_to_arrow(batch: SpanBatch) -> pa.Table:
 #: the same row group recompressed dozens of times. 64 MB measured ~30% more end-to-end
 #: ingest throughput for ~40 MB more resident memory (docs/benchmarks.md).
 CHECKPOINT_THRESHOLD = "64MB"
+
+#: Rows per row group (DuckDB's default is 122,880). A checkpoint recompresses the
+#: table's last, partly filled row group; with the default, every group was rewritten
+#: about seven times while ingest filled it, and small groups cut DuckDB's CPU per
+#: ingested span by ~25% (docs/benchmarks.md). It is an option of ATTACH, not of the
+#: file, hence the in-memory connection that attaches the file on every open.
+ROW_GROUP_SIZE = 8192
+_CATALOG = "goldenloop"
 
 _LOCK_PID = re.compile(r"PID (\d+)")
 
@@ -61,8 +52,12 @@ class DuckDBStore(SqlStore):
         config: dict[str, str | bool | int | float | list[str]] = (
             {"memory_limit": memory_limit} if memory_limit else {}
         )
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (", READ_ONLY" if read_only else "")
+        quoted = str(path).replace("'", "''")
         try:
-            self._conn = duckdb.connect(str(path), read_only=read_only, config=config)
+            self._conn = duckdb.connect(":memory:", config=config)
+            self._conn.execute(f"ATTACH '{quoted}' AS {_CATALOG} ({options})")
+            self._conn.execute(f"USE {_CATALOG}")
         except duckdb.IOException as exc:
             message = str(exc)
             if "lock" in message.lower():
@@ -86,6 +81,7 @@ class DuckDBStore(SqlStore):
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._conn.cursor()
+            cursor.execute(f"USE {_CATALOG}")
             self._local.cursor = cursor
         return cursor
 
@@ -144,16 +140,21 @@ class DuckDBStore(SqlStore):
     def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int:
         if not len(batch):
             return 0
+        return self.insert_span_table(span_batch_to_arrow(batch), dedupe=dedupe)
+
+    def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int:
+        if not table.num_rows:
+            return 0
         if dedupe:
-            batch = _unique_spans(batch)
+            table = first_of_each_key(table)
         with self._write_lock:
             cursor = self._cursor()
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 if dedupe:
-                    batch = self._drop_stored(cursor, batch)
-                if len(batch):
-                    cursor.register("_incoming_spans", span_batch_to_arrow(batch))
+                    table = self._drop_stored(cursor, table)
+                if table.num_rows:
+                    cursor.register("_incoming_spans", table)
                     try:
                         cursor.execute("INSERT INTO spans SELECT * FROM _incoming_spans").fetchall()
                     finally:
@@ -162,52 +163,25 @@ class DuckDBStore(SqlStore):
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
-        return len(batch)
+        return int(table.num_rows)
 
     @staticmethod
-    def _drop_stored(cursor: duckdb.DuckDBPyConnection, batch: SpanBatch) -> SpanBatch:
+    def _drop_stored(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
         """Remove spans already stored. Only (trace_id, span_id, start_time) of the
         batch's time range are read, which zone maps narrow to recent row groups."""
-        starts = batch.columns["start_time"]
-        keys = pa.table(
-            {
-                "trace_id": pa.array(batch.columns["trace_id"], pa.string()),
-                "span_id": pa.array(batch.columns["span_id"], pa.string()),
-            }
-        )
+        starts = pc.min_max(table.column("start_time"))
+        keys = table.select(["trace_id", "span_id"])
         cursor.register("_incoming_keys", keys)
         try:
             stored = cursor.execute(
-                """SELECT s.trace_id, s.span_id FROM spans s
+                """SELECT s.trace_id || s.span_id FROM spans s
                    JOIN _incoming_keys k ON s.trace_id = k.trace_id AND s.span_id = k.span_id
-                   WHERE s.start_time BETWEEN make_timestamp(?) AND make_timestamp(?)""",
-                [min(starts), max(starts)],
+                   WHERE s.start_time BETWEEN ? AND ?""",
+                [starts["min"].as_py(), starts["max"].as_py()],
             ).fetchall()
         finally:
             cursor.unregister("_incoming_keys")
         if not stored:
-            return batch
-        return _without(batch, set(stored))
-
-
-def _unique_spans(batch: SpanBatch) -> SpanBatch:
-    """The batch with repeated (trace_id, span_id) pairs kept once (first wins)."""
-    pairs = list(zip(batch.columns["trace_id"], batch.columns["span_id"], strict=True))
-    if len(set(pairs)) == len(pairs):
-        return batch
-    seen: set[tuple[str, str]] = set()
-    keep = []
-    for index, pair in enumerate(pairs):
-        if pair not in seen:
-            seen.add(pair)
-            keep.append(index)
-    return _select(batch, keep)
-
-
-def _without(batch: SpanBatch, drop: set[tuple[str, str]]) -> SpanBatch:
-    pairs = zip(batch.columns["trace_id"], batch.columns["span_id"], strict=True)
-    return _select(batch, [i for i, pair in enumerate(pairs) if pair not in drop])
-
-
-def _select(batch: SpanBatch, indices: list[int]) -> SpanBatch:
-    return SpanBatch({name: [values[i] for i in indices] for name, values in batch.columns.items()})
+            return table
+        already = pa.array([key for (key,) in stored], pa.string())
+        return table.filter(pc.invert(pc.is_in(span_keys(table), value_set=already)))

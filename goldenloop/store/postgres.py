@@ -19,10 +19,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from goldenloop.ingest.arrow import arrow_to_span_batch
 from goldenloop.model import SPAN_COLUMN_NAMES, SPAN_COLUMNS, ColumnType, SpanBatch
 from goldenloop.store.base import Dialect, StoreError
 from goldenloop.store.sql import SqlStore
@@ -248,3 +250,6 @@ class PostgresStore(SqlStore):
                     copy.write_row(row)
             cur.execute(_MOVE_STAGE)
             return max(cur.rowcount, 0)
+
+    def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int:
+        return self.insert_spans(arrow_to_span_batch(table), dedupe=dedupe)

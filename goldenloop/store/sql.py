@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from goldenloop.model import (
     BILLABLE_KINDS,
@@ -28,6 +28,9 @@ from goldenloop.model import (
 )
 from goldenloop.store.base import Dialect
 from goldenloop.store.migrations import SCHEMA_MIGRATIONS_TABLE, all_migrations
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _SPAN_SELECT = ", ".join(SPAN_COLUMN_NAMES)
 _JSON_COLUMNS = {"feature_flags", "attributes", "resource", "events"}
@@ -165,6 +168,9 @@ class SqlStore(ABC):
 
     @abstractmethod
     def insert_spans(self, batch: SpanBatch, *, dedupe: bool = True) -> int: ...
+
+    @abstractmethod
+    def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int: ...
 
     @abstractmethod
     def close(self) -> None: ...

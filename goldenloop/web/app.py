@@ -253,8 +253,13 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         from goldenloop.flags.loop import start_flagging_loop_safely
 
         writer.start()
-        # Flag rules run on new data every minute; a failure there is logged, never fatal.
-        flagging = start_flagging_loop_safely(store, 60.0)
+        # Flag rules run on new data every flag_interval_s; a failure there is logged,
+        # never fatal.
+        flagging = (
+            start_flagging_loop_safely(store, float(settings.flag_interval_s))
+            if settings.flag_interval_s > 0
+            else None
+        )
         # Alert rules are evaluated every minute in the background; never fatal either.
         app.state.goldenloop_alerts = start_alert_scheduler(settings, store)
         try:
@@ -263,6 +268,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             stop_alert_scheduler(app.state.goldenloop_alerts)
             if flagging is not None:
                 flagging.stop()
+            await state.decoder.stop()
             writer.stop()
 
     app = FastAPI(

@@ -16,15 +16,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from goldenloop.ingest.normalize import InvalidSpans, normalize_spans
-from goldenloop.ingest.otlp import (
-    BodyTooLarge,
-    OtlpDecodeError,
-    decode_json,
-    decode_protobuf,
-    decompress,
-    encode_export_response,
-)
+from goldenloop.ingest.normalize import InvalidSpans
+from goldenloop.ingest.otlp import BodyTooLarge, OtlpDecodeError, encode_export_response
+from goldenloop.ingest.pool import DecodeWorkerCrashed
+from goldenloop.ingest.request import TraceRequest
 from goldenloop.ingest.writer import QueueFull, WriterStopped
 from goldenloop.model import Feedback, Outcome
 from goldenloop.web.state import AppState
@@ -129,17 +124,14 @@ async def ingest_traces(request: Request) -> Response:
     try:
         project = project_for(request, state)
         body = await read_body(request, state.settings.max_request_bytes)
-        body = decompress(
-            body, request.headers.get("content-encoding"), state.settings.max_request_bytes
-        )
-        raw_spans = decode_json(body) if as_json else decode_protobuf(body)
-        batch = normalize_spans(
-            raw_spans,
-            default_project=state.settings.default_project,
-            prices=state.prices,
-            now_us=int(time.time() * 1_000_000),
-            project_override=project,
-            limits=state.limits,
+        table = await state.decoder.decode(
+            TraceRequest(
+                body=body,
+                as_json=as_json,
+                content_encoding=request.headers.get("content-encoding"),
+                project_override=project,
+                now_us=int(time.time() * 1_000_000),
+            )
         )
     except IngestRejected as rejected:
         return rejected.response
@@ -151,9 +143,11 @@ async def ingest_traces(request: Request) -> Response:
         return error_response(
             400, f"{len(exc.problems)} problem(s) in the spans; nothing was stored", exc.problems
         )
-    if len(batch):
+    except DecodeWorkerCrashed as exc:
+        return error_response(503, f"{exc}; retry", headers={"Retry-After": "1"})
+    if table.num_rows:
         try:
-            future = state.writer.submit_spans(batch)
+            future = state.writer.submit_spans(table)
         except (QueueFull, WriterStopped) as exc:
             return _busy(exc)
         await _await_commit(future)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from goldenloop.config import Settings
 from goldenloop.ingest.normalize import IngestLimits
+from goldenloop.ingest.pool import DecodePool
+from goldenloop.ingest.request import DecodeOptions
 from goldenloop.ingest.writer import GroupCommitWriter
 from goldenloop.pricing import PriceTable
 from goldenloop.store.base import Store
@@ -18,6 +20,16 @@ class AppState:
     writer: GroupCommitWriter
     prices: PriceTable
     api_keys: dict[str, str] = field(default_factory=dict)
+    decoder: DecodePool = field(init=False)
+
+    def __post_init__(self) -> None:
+        options = DecodeOptions(
+            default_project=self.settings.default_project,
+            prices=self.prices,
+            limits=self.limits,
+            max_request_bytes=self.settings.max_request_bytes,
+        )
+        self.decoder = DecodePool(options, self.settings.ingest_workers)
 
     @property
     def limits(self) -> IngestLimits:

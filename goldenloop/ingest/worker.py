@@ -1,0 +1,83 @@
+"""A decode worker process: ``python -m goldenloop.ingest.worker``.
+
+The server starts a few of these (``goldenloop.ingest.pool``) so protobuf decoding
+and normalization, which are pure Python and hold the GIL, run on other cores while
+the server process answers HTTP and DuckDB commits. The protocol over stdin/stdout is
+length-prefixed frames:
+
+* first frame from the server: the pickled ``DecodeOptions``;
+* then one frame per request: a pickled ``TraceRequest``;
+* one answer frame per request: ``T`` + the span table as an Arrow IPC stream, or
+  ``E`` + a pickled ``(error class name, message, problems)``.
+
+Only the server writes to a worker's stdin, so unpickling it is as trusted as the
+server itself. The worker imports nothing beyond the ingest modules, which keeps it
+small (~70 MB resident).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+import traceback
+from typing import BinaryIO
+
+from goldenloop.ingest.arrow import to_ipc
+from goldenloop.ingest.normalize import InvalidSpans
+from goldenloop.ingest.request import (
+    REQUEST_ERRORS,
+    DecodeOptions,
+    TraceRequest,
+    decode_trace_request,
+)
+
+FRAME_HEADER = struct.Struct("!I")
+TABLE = b"T"
+ERROR = b"E"
+#: Error name for an unexpected exception (a bug, not bad input).
+INTERNAL_ERROR = "InternalError"
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """The next frame, or None at end of input."""
+    header = stream.read(FRAME_HEADER.size)
+    if len(header) < FRAME_HEADER.size:
+        return None
+    (size,) = FRAME_HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return payload
+
+
+def frame(payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+def answer(request: TraceRequest, options: DecodeOptions) -> bytes:
+    """The answer frame's payload for one request."""
+    try:
+        table = decode_trace_request(request, options)
+    except REQUEST_ERRORS as exc:
+        problems = exc.problems if isinstance(exc, InvalidSpans) else []
+        return ERROR + pickle.dumps((type(exc).__name__, str(exc), problems))
+    except Exception as exc:  # noqa: BLE001 - a bug; reported, and the worker lives on
+        traceback.print_exc(file=sys.stderr)
+        return ERROR + pickle.dumps((INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", []))
+    return TABLE + to_ipc(table)
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    first = read_frame(stdin)
+    if first is None:
+        return
+    options: DecodeOptions = pickle.loads(first)
+    while (payload := read_frame(stdin)) is not None:
+        request: TraceRequest = pickle.loads(payload)
+        stdout.write(frame(answer(request, options)))
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
