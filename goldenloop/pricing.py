@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 
 @dataclass(frozen=True, slots=True)
 class Price:
@@ -111,6 +109,8 @@ class PriceFileError(ValueError):
 
 def load_price_overrides(path: str | Path) -> dict[str, Price]:
     """Read ``{model: {input: X, output: Y}}`` from a YAML or JSON file."""
+    import yaml  # here, not at the top: every ingest decode worker imports this module
+
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

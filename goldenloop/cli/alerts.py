@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -84,6 +83,8 @@ def _when(text: str, option: str, now: datetime) -> datetime:
 
 
 def _api(server: str, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx  # only --server needs it; `goldenloop serve` imports this module too
+
     try:
         response = httpx.request(method, server.rstrip("/") + path, timeout=300, **kwargs)
     except httpx.HTTPError as exc:

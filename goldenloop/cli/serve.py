@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,9 +16,11 @@ from goldenloop.cli._common import (
     store_options,
 )
 from goldenloop.config import Settings
-from goldenloop.sim import SimConfig, default_scenarios
-from goldenloop.sim.manifest import SimManifest
 from goldenloop.store import Store
+
+if TYPE_CHECKING:  # the simulator (and httpx with it) stays out of a plain `serve`
+    from goldenloop.sim import SimConfig
+    from goldenloop.sim.manifest import SimManifest
 
 
 def _serve(settings: Settings, store: Store) -> None:
@@ -90,6 +93,8 @@ def _summary(manifest: SimManifest) -> str:
 
 
 def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | None) -> SimConfig:
+    from goldenloop.sim import SimConfig, default_scenarios
+
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     return SimConfig(

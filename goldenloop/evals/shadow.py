@@ -7,6 +7,9 @@ sensitive is skipped), sent to both targets, graded with the same criteria (grad
 an LLM judge), and logged to ``shadow_runs`` / ``shadow_results``. The sample is capped
 twice: a share of sessions (``--sample 5%``, chosen by a stable hash, so re-running picks
 the same sessions) and a hard maximum (``--max-sessions``).
+
+Listing past runs lives in ``shadow_history`` (re-exported here), so the server can show
+them without importing this module and the eval stack behind it.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import httpx
 
 from goldenloop.evals.judge import JudgeConfig
 from goldenloop.evals.runner import Attempt, run_attempt
+from goldenloop.evals.shadow_history import list_shadow_runs as list_shadow_runs
 from goldenloop.evals.target import Target
 from goldenloop.golden.anonymize import CaseAnonymizer, pii_engine, scan_for_leaks
 from goldenloop.golden.promote import PromotionError, session_case_input, turns_upto
 from goldenloop.golden.pseudonyms import PseudonymMap
 from goldenloop.golden.schema import Case
 from goldenloop.store.base import Store
-from goldenloop.store.sql import naive_utc, utc
+from goldenloop.store.sql import naive_utc
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -369,26 +373,3 @@ def save_shadow_run(store: Store, run: ShadowRun) -> None:
             + ", ".join(marks for _ in chunk),
             [v for row in chunk for v in row],
         )
-
-
-def list_shadow_runs(store: Store, *, limit: int = 20) -> list[dict[str, Any]]:
-    rows = store.fetch(
-        "SELECT id, started_at, finished_at, candidate, baseline, since_at, sample_fraction, "
-        "max_sessions, sessions, summary FROM shadow_runs ORDER BY started_at DESC, id LIMIT ?",
-        (limit,),
-    )
-    return [
-        {
-            "id": r[0],
-            "started_at": utc(r[1]).isoformat(),
-            "finished_at": utc(r[2]).isoformat(),
-            "candidate": r[3],
-            "baseline": r[4],
-            "since": utc(r[5]).isoformat(),
-            "sample": r[6],
-            "max_sessions": r[7],
-            "sessions": r[8],
-            "summary": json.loads(r[9]),
-        }  # fmt: skip
-        for r in rows
-    ]

@@ -26,8 +26,6 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 log = logging.getLogger("goldenloop.flags.notify")
 
 
@@ -90,6 +88,8 @@ class WebhookNotifier:
             )
 
     def __call__(self, event: LoopEvent, options: Mapping[str, Any]) -> None:
+        import httpx  # on first delivery: the server loads this module at start-up
+
         response = httpx.post(
             str(options["url"]),
             json=event.to_dict(),

@@ -9,6 +9,11 @@
   on the same scale as h so findings of both kinds rank together.
 * Many slices are tested at once: Benjamini–Hochberg keeps the false discovery rate at
   ``alpha``.
+
+Everything here is plain Python (``math``, ``statistics``) plus numpy, not scipy: the
+overview page and the alert rules call these on every load or tick, and
+``scipy.stats`` alone would add ~60 MB to the server's resident memory. The tests
+check each function against scipy.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats as sps  # type: ignore[import-untyped]
 
 #: Log-spaced histogram bins: ``floor(ln(x) * BINS_PER_E)``; about 5% wide.
 BINS_PER_E = 20
@@ -44,14 +49,44 @@ def proportion_test(x1: float, n1: float, x0: float, n0: float) -> TestResult:
     pooled = (x1 + x0) / (n1 + n0)
     expected = min(n1 * pooled, n1 * (1 - pooled), n0 * pooled, n0 * (1 - pooled))
     if expected < 5:
-        table = [[round(x1), round(n1 - x1)], [round(x0), round(n0 - x0)]]
-        result = sps.fisher_exact(table, alternative="two-sided")
-        return TestResult(float(result.pvalue), effect, "fisher")
+        p_value = fisher_exact_two_sided(round(x1), round(n1 - x1), round(x0), round(n0 - x0))
+        return TestResult(p_value, effect, "fisher")
     se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
     if se == 0:
         return TestResult(1.0, effect, "z")
     z = (p1 - p0) / se
-    return TestResult(float(2 * sps.norm.sf(abs(z))), effect, "z")
+    return TestResult(two_sided_normal_p(z), effect, "z")
+
+
+def two_sided_normal_p(z: float) -> float:
+    """P(|Z| ≥ |z|) for a standard normal Z: ``2·Φ(−|z|)``, which is ``erfc(|z|/√2)``."""
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+#: Tables whose probability is within this relative distance of the observed one count
+#: as equally extreme (mirror-image tables tie exactly; rounding must not split them).
+_FISHER_TIE = 1e-7
+
+
+def fisher_exact_two_sided(a: int, b: int, c: int, d: int) -> float:
+    """Fisher's exact test on the 2×2 table ``[[a, b], [c, d]]``, two-sided: the total
+    probability, with all margins fixed, of the tables no more likely than the observed.
+
+    The hypergeometric probabilities are built from the ratio of neighbouring terms in
+    log space (relative to the first), so no factorials of large counts are formed."""
+    row1, row2, col1 = a + b, c + d, a + c
+    low, high = max(0, col1 - row2), min(col1, row1)
+    if low == high:
+        return 1.0
+    log_weights = [0.0]
+    for x in range(low, high):
+        ratio = math.log((row1 - x) * (col1 - x)) - math.log((x + 1) * (row2 - col1 + x + 1))
+        log_weights.append(log_weights[-1] + ratio)
+    peak = max(log_weights)
+    weights = [math.exp(w - peak) for w in log_weights]
+    observed = weights[a - low] * (1 + _FISHER_TIE)
+    as_extreme = math.fsum(w for w in weights if w <= observed)
+    return min(1.0, as_extreme / math.fsum(weights))
 
 
 def bin_of(value: float) -> int:
@@ -87,11 +122,11 @@ def mann_whitney_binned(window: Mapping[int, float], baseline: Mapping[int, floa
     tie_term = float((ties**3 - ties).sum()) / (n * (n - 1)) if n > 1 else 0.0
     variance = n1 * n0 / 12.0 * ((n + 1) - tie_term)
     cl = u / (n1 * n0)
-    effect = math.sqrt(2) * float(sps.norm.ppf(min(max(cl, 1e-9), 1 - 1e-9)))
+    effect = math.sqrt(2) * NormalDist().inv_cdf(min(max(cl, 1e-9), 1 - 1e-9))
     if variance <= 0:
         return TestResult(1.0, effect, "mann-whitney")
     z = (u - n1 * n0 / 2.0) / math.sqrt(variance)
-    return TestResult(float(2 * sps.norm.sf(abs(z))), effect, "mann-whitney")
+    return TestResult(two_sided_normal_p(z), effect, "mann-whitney")
 
 
 def histogram_quantile(counts: Mapping[int, float], q: float) -> float | None:
@@ -109,11 +144,19 @@ def histogram_quantile(counts: Mapping[int, float], q: float) -> float | None:
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
-    """BH-adjusted p-values (q-values), in the input order."""
-    if not p_values:
-        return []
-    adjusted = sps.false_discovery_control(np.asarray(p_values, dtype=float), method="bh")
-    return [float(v) for v in adjusted]
+    """BH-adjusted p-values (q-values), in the input order: ``p·m/rank``, then the
+    running minimum from the largest p down, capped at 1."""
+    if any(not 0.0 <= p <= 1.0 for p in p_values):
+        raise ValueError("p-values must lie in [0, 1]")
+    count = len(p_values)
+    adjusted = [0.0] * count
+    running = 1.0
+    by_rank = sorted(range(count), key=lambda i: p_values[i])
+    for rank in range(count, 0, -1):
+        index = by_rank[rank - 1]
+        running = min(running, p_values[index] * count / rank)
+        adjusted[index] = running
+    return adjusted
 
 
 def change_point(

@@ -32,7 +32,7 @@ from goldenloop.evals.history import (
     save_run,
 )
 from goldenloop.evals.results import EvalRun
-from goldenloop.evals.shadow import list_shadow_runs
+from goldenloop.evals.shadow_history import list_shadow_runs
 from goldenloop.golden.coverage import CoverageReport, coverage_from_index
 from goldenloop.golden.index import IndexedCase, list_indexed_cases
 from goldenloop.store.base import Store

@@ -1,15 +1,17 @@
 """POSTing JSON with retries: exponential backoff on 429, 5xx and connection errors
 (``Retry-After`` honoured, capped), no retry on other 4xx (a 400 will not get better).
-The sleep function is injectable so tests never wait."""
+The sleep function is injectable so tests never wait. httpx is imported on the first
+post, so a server that never notifies does not load it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 
 class DeliveryError(RuntimeError):
@@ -58,6 +60,8 @@ class RetryingHttp:
     def post_json(
         self, url: str, body: Any, headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
+        import httpx
+
         policy = self.policy
         sent_headers = {"User-Agent": "goldenloop-alerts", **(headers or {})}
         with httpx.Client(timeout=policy.timeout, transport=self.transport) as client:
