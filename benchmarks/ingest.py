@@ -4,22 +4,27 @@ A real ``goldenloop serve`` process on a temporary DuckDB file receives OTLP/pro
 batches of 500 realistic simulator spans (~3.5 KB each, with input/output text) over 4
 concurrent keep-alive connections. A span counts only once the server acknowledged its
 request, which it does only after the batch committed, so the rate is of durable
-spans. Peak server RSS (VmHWM) is read from /proc.
+spans. The server's auto-flag loop is off unless ``--flag-loop`` (it is separate work
+that competes for the same two cores). Reported besides spans/s: the server's peak
+RSS, the peak PSS of the server plus its decode workers (what the process tree really
+holds), and CPU microseconds per span in the server and in the workers.
 
 To send more spans than the pre-encoded pool holds without paying protobuf encoding
 in the load generator (which would steal the server's CPU on a 2-core machine), each
 round rewrites the first four bytes of every trace id in the encoded bodies (the
 simulator's ids are generated with those bytes zeroed here), so every round is new
-data that the server must store, not a duplicate it can skip.
+data that the server must store, not a duplicate it can skip. All bodies of a run are
+prepared before its clock starts, and they are sent with ``http.client``.
 
     python benchmarks/ingest.py                 # 100k and 1M spans, 3 runs each
-    python benchmarks/ingest.py --sizes 200000 --runs 1
+    python benchmarks/ingest.py --sizes 200000 --runs 1 [--flag-loop] [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
 import os
 import shutil
 import signal
@@ -32,6 +37,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -69,15 +75,41 @@ def _for_round(body: bytes, round_no: int) -> bytes:
     return body.replace(_TRACE_TAG + _ZERO_PREFIX, _TRACE_TAG + struct.pack(">I", round_no + 1))
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_kb(pid: int, path: str, key: str) -> int:
+    for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    """``goldenloop serve`` on a temporary DuckDB file, plus what it costs.
+
+    A sampler thread reads, every 0.2 s, the server's RSS and the PSS of the server
+    and its decode workers (PSS splits shared library pages fairly between processes,
+    so the sum is what the tree really holds)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "goldenloop"
         command = [str(exe) if exe.exists() else shutil.which("goldenloop") or "goldenloop"]
         self.process = subprocess.Popen(
             [*command, "serve", "--db", str(workdir / "bench.duckdb"), "--port", str(self.port)],
-            env={**os.environ, "GOLDENLOOP_LOG_LEVEL": "warning"},
+            env={**os.environ, "GOLDENLOOP_LOG_LEVEL": "warning", **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -85,76 +117,109 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
+                    break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        else:
+            raise RuntimeError("server did not start")
+        self.peak_tree_pss_kb = 0
+        self.peak_rss_kb = 0
+        self.worker_cpu: dict[int, float] = {}
+        self._sampling = True
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
 
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+    def _sample(self) -> None:
+        pid = self.process.pid
+        while self._sampling:
+            try:
+                pids = [pid, *_children(pid)]
+                pss = sum(_proc_kb(p, "smaps_rollup", "Pss:") for p in pids)
+                self.peak_tree_pss_kb = max(self.peak_tree_pss_kb, pss)
+                self.peak_rss_kb = max(self.peak_rss_kb, _proc_kb(pid, "status", "VmRSS:"))
+                for child in pids[1:]:
+                    self.worker_cpu[child] = _proc_cpu_seconds(child)
+            except OSError:
+                pass
+            time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        return _proc_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
+        self._sampling = False
+        self._sampler.join()
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=60)
 
 
-def run_once(bodies: list[bytes], counts: list[int], total: int) -> dict[str, float]:
+def _post_all(
+    url: str, jobs: list[tuple[bytes, int]], acked: list[int], retries: list[int]
+) -> None:
+    """One keep-alive connection posting its share of the bodies, in order."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+    headers = {"Content-Type": "application/x-protobuf"}
+    try:
+        for body, count in jobs:
+            while True:
+                connection.request("POST", "/v1/traces", body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status in (429, 503):
+                    retries[0] += 1
+                    time.sleep(float(response.getheader("retry-after") or "1"))
+                    continue
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status} from /v1/traces")
+                break
+            acked[0] += count
+    finally:
+        connection.close()
+
+
+def run_once(
+    bodies: list[bytes], counts: list[int], total: int, env: dict[str, str]
+) -> dict[str, float]:
+    # Every body the run sends is prepared before the clock starts, so the load
+    # generator costs the shared 2 cores as little as possible while it runs.
+    jobs: list[tuple[bytes, int]] = []
+    planned = round_no = 0
+    while planned < total:
+        for body, count in zip(bodies, counts, strict=True):
+            if planned >= total:
+                break
+            jobs.append((_for_round(body, round_no), count))
+            planned += count
+        round_no += 1
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp))
+        server = Server(Path(tmp), env)
         try:
-            jobs: list[tuple[int, int]] = []  # (round, body index)
-            planned = 0
-            round_no = 0
-            while planned < total:
-                for index, count in enumerate(counts):
-                    if planned >= total:
-                        break
-                    jobs.append((round_no, index))
-                    planned += count
-                round_no += 1
-            lock = threading.Lock()
-            acked = [0]
-            retries = [0]
-
-            def worker(my_jobs: list[tuple[int, int]]) -> None:
-                with httpx.Client(timeout=120) as client:
-                    for rnd, index in my_jobs:
-                        body = _for_round(bodies[index], rnd)
-                        while True:
-                            response = client.post(
-                                server.url + "/v1/traces",
-                                content=body,
-                                headers={"content-type": "application/x-protobuf"},
-                            )
-                            if response.status_code in (429, 503):
-                                retries[0] += 1
-                                time.sleep(float(response.headers.get("retry-after", "1")))
-                                continue
-                            response.raise_for_status()
-                            break
-                        with lock:
-                            acked[0] += counts[index]
-
+            acked, retries = [0], [0]
             threads = [
-                threading.Thread(target=worker, args=(jobs[i::CONNECTIONS],))
+                threading.Thread(
+                    target=_post_all, args=(server.url, jobs[i::CONNECTIONS], acked, retries)
+                )
                 for i in range(CONNECTIONS)
             ]
+            cpu_before = server.cpu_seconds()
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             elapsed = time.perf_counter() - started
+            server_cpu = server.cpu_seconds() - cpu_before
             stored = httpx.get(server.url + "/healthz").json()["committed_spans"]
             return {
                 "spans": acked[0],
                 "stored": stored,
                 "seconds": elapsed,
                 "spans_per_s": acked[0] / elapsed,
-                "peak_rss_mb": server.peak_rss_mb(),
+                "peak_rss_mb": server.peak_rss_kb / 1024,
+                "peak_tree_pss_mb": server.peak_tree_pss_kb / 1024,
+                "server_cpu_us_per_span": server_cpu / acked[0] * 1e6,
+                "worker_cpu_us_per_span": sum(server.worker_cpu.values()) / acked[0] * 1e6,
                 "retries": retries[0],
             }
         finally:
@@ -165,23 +230,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--flag-loop",
+        action="store_true",
+        help="keep the server's auto-flag loop on (default: off, to time ingest alone)",
+    )
+    parser.add_argument("--workers", type=int, help="GOLDENLOOP_INGEST_WORKERS for the server")
     args = parser.parse_args()
+    env = {} if args.flag_loop else {"GOLDENLOOP_FLAG_INTERVAL_S": "0"}
+    if args.workers is not None:
+        env["GOLDENLOOP_INGEST_WORKERS"] = str(args.workers)
     t0 = time.perf_counter()
     bodies, counts = build_pool()
     mean_bytes = sum(map(len, bodies)) / sum(counts)
     print(
         f"pool: {sum(counts)} spans in {len(bodies)} bodies, {mean_bytes:.0f} bytes/span "
-        f"(built in {time.perf_counter() - t0:.1f}s)"
+        f"(built in {time.perf_counter() - t0:.1f}s); server env {env}"
     )
     for size in args.sizes:
-        results = [run_once(bodies, counts, size) for _ in range(args.runs)]
+        results = [run_once(bodies, counts, size, env) for _ in range(args.runs)]
         rates = [r["spans_per_s"] for r in results]
-        rss = [r["peak_rss_mb"] for r in results]
+        med = {key: statistics.median(r[key] for r in results) for key in results[0]}
         print(
-            f"{size:>9} spans: median {statistics.median(rates):,.0f} spans/s "
-            f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}), peak server RSS "
-            f"median {statistics.median(rss):.0f} MB (max {max(rss):.0f}), "
-            f"429 retries {sum(r['retries'] for r in results)}, "
+            f"{size:>9} spans: median {med['spans_per_s']:,.0f} spans/s "
+            f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}); peak server RSS "
+            f"{med['peak_rss_mb']:.0f} MB, peak PSS server+workers {med['peak_tree_pss_mb']:.0f} MB; "
+            f"CPU/span: server {med['server_cpu_us_per_span']:.0f} us, workers "
+            f"{med['worker_cpu_us_per_span']:.0f} us; 429 retries {sum(r['retries'] for r in results)}, "
             f"stored/acked {results[-1]['stored']}/{results[-1]['spans']}"
         )
 

@@ -16,6 +16,7 @@ is replaced; the request it held gets ``DecodeWorkerCrashed`` (the handler answe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pickle
 import sys
@@ -27,7 +28,7 @@ from goldenloop.ingest.arrow import from_ipc
 from goldenloop.ingest.normalize import InvalidSpans
 from goldenloop.ingest.otlp import BodyTooLarge, OtlpDecodeError
 from goldenloop.ingest.request import DecodeOptions, TraceRequest, decode_trace_request
-from goldenloop.ingest.worker import FRAME_HEADER, TABLE
+from goldenloop.ingest.worker import FRAME_HEADER, PIPE_BYTES, TABLE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 INLINE_MAX_BYTES = 64 * 1024
 #: How many times larger a compressed body is assumed to be once inflated.
 _COMPRESSION_RATIO = 8
-_PIPE_BUFFER = 1 << 20
 
 _ERRORS: dict[str, Callable[[str, list[str]], Exception]] = {
     "OtlpDecodeError": lambda message, _: OtlpDecodeError(message),
@@ -60,22 +60,24 @@ class _Worker:
             "goldenloop.ingest.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            limit=_PIPE_BUFFER,
+            limit=PIPE_BYTES,
         )
         worker = cls(process)
         await worker._send(pickle.dumps(options))
         return worker
 
-    async def _send(self, payload: bytes) -> None:
+    async def _send(self, *payloads: bytes) -> None:
         assert self.process.stdin is not None
-        # Header and payload written apart: joining them would copy a large body again.
-        self.process.stdin.write(FRAME_HEADER.pack(len(payload)))
-        self.process.stdin.write(payload)
+        for payload in payloads:
+            # Header and payload written apart: joining them would copy the body again.
+            self.process.stdin.write(FRAME_HEADER.pack(len(payload)))
+            self.process.stdin.write(payload)
         await self.process.stdin.drain()
 
     async def call(self, request: TraceRequest) -> bytes:
         assert self.process.stdout is not None
-        await self._send(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+        header = pickle.dumps(dataclasses.replace(request, body=b""))
+        await self._send(header, request.body)
         header = await self.process.stdout.readexactly(FRAME_HEADER.size)
         (size,) = FRAME_HEADER.unpack(header)
         return await self.process.stdout.readexactly(size)

@@ -89,14 +89,16 @@ async def read_body(request: Request, limit: int) -> bytes:
                 )
         except ValueError:
             raise IngestRejected(error_response(400, "Content-Length is not a number")) from None
-    chunks = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        chunks.extend(chunk)
-        if len(chunks) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise IngestRejected(
                 error_response(413, f"request body exceeds the limit of {limit} bytes")
             )
-    return bytes(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _await_commit(future: Any) -> None:
