@@ -30,8 +30,11 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _MAX_INT64 = (1 << 63) - 1
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
-_NO_PRIORITY = 1 << 30
 _MOVED = cv.MOVED_TO_COLUMNS
+_KIND_NAMES = {name: kind.value for name, kind in cv.KIND_VALUES.items()}
+_TOOL, _LLM, _OTHER = SpanKind.TOOL.value, SpanKind.LLM.value, SpanKind.OTHER.value
+#: Every mapped field, unset: ``_convert`` fills a copy, so reads need no ``.get``.
+_NO_FIELDS: dict[str, Any] = dict.fromkeys(cv.FIELD_SOURCES)
 
 #: attribute key → (field, priority); lower priority wins.
 _KEY_TO_FIELD: dict[str, list[tuple[str, int]]] = {}
@@ -96,6 +99,15 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+def _loads(text: str) -> Any:
+    """json.loads, by way of orjson when it can (it refuses NaN and huge integers,
+    which json accepts, so those take the slow road to the same result)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -113,7 +125,7 @@ def _feature_flags(raw: RawSpan, mapped: Any) -> dict[str, str]:
     flags: dict[str, str] = {}
     if isinstance(mapped, str) and mapped:
         try:
-            mapped = json.loads(mapped)
+            mapped = _loads(mapped)
         except json.JSONDecodeError:
             mapped = dict(p.partition("=")[::2] for p in mapped.split(",") if p)
     if isinstance(mapped, dict):
@@ -138,16 +150,16 @@ def _kind(raw: RawSpan, fields: dict[str, Any]) -> str:
     for key in cv.KIND_SOURCES:
         value = raw.attributes.get(key)
         if isinstance(value, str):
-            kind = cv.KIND_VALUES.get(value.strip().lower())
+            kind = _KIND_NAMES.get(value.strip().lower())
             if kind is not None:
-                return kind.value
-    if fields.get("tool_name"):
-        return SpanKind.TOOL.value
-    if fields.get("model") and (
-        fields.get("input_tokens") is not None or fields.get("output_tokens") is not None
+                return kind
+    if fields["tool_name"]:
+        return _TOOL
+    if fields["model"] and (
+        fields["input_tokens"] is not None or fields["output_tokens"] is not None
     ):
-        return SpanKind.LLM.value
-    return SpanKind.OTHER.value
+        return _LLM
+    return _OTHER
 
 
 class _SpanNormalizer:
@@ -238,14 +250,13 @@ class _SpanNormalizer:
 
     def _attribute_pass(
         self, attributes: dict[str, Any], problems: list[str]
-    ) -> tuple[dict[str, tuple[str, Any]], list[str]]:
+    ) -> tuple[dict[str, tuple[int, str, Any]], list[str]]:
         """One pass over the attributes: size problems, and for every mapped field the
         (key, value) of its highest-priority key. Also returns the keys present that
         move into columns."""
         limit = self.limits.max_attribute_bytes
         quarter = limit // 4  # a str of n chars holds at most 4n UTF-8 bytes
-        chosen: dict[str, tuple[str, Any]] = {}
-        best: dict[str, int] = {}
+        chosen: dict[str, tuple[int, str, Any]] = {}
         moved: list[str] = []
         key_to_field = _KEY_TO_FIELD
         for key, value in attributes.items():
@@ -265,16 +276,17 @@ class _SpanNormalizer:
             if value is None or value == "":
                 continue
             for field, priority in targets:
-                if priority < best.get(field, _NO_PRIORITY):
-                    best[field] = priority
-                    chosen[field] = (key, value)
+                current = chosen.get(field)
+                if current is None or priority < current[0]:
+                    chosen[field] = (priority, key, value)
         return chosen, moved
 
     @staticmethod
-    def _convert(chosen: dict[str, tuple[str, Any]], problems: list[str]) -> dict[str, Any]:
-        """Mapped fields with the types their columns need; type problems are appended."""
-        result: dict[str, Any] = {}
-        for field, (key, value) in chosen.items():
+    def _convert(chosen: dict[str, tuple[int, str, Any]], problems: list[str]) -> dict[str, Any]:
+        """Every mapped field (None when absent) with the type its column needs; type
+        problems are appended."""
+        result = _NO_FIELDS.copy()
+        for field, (_, key, value) in chosen.items():
             if field in _INT_FIELDS:
                 if isinstance(value, bool) or not isinstance(value, int | float | str):
                     problems.append(
@@ -318,10 +330,9 @@ class _SpanNormalizer:
         fields = self._convert(chosen, problems)
         if problems:
             return None, problems
-        get = fields.get
         resource_project, resource_json = self._resource(raw)
         kind = _kind(raw, fields)
-        error_type = get("error_type")
+        error_type = fields["error_type"]
         if error_type is None and raw.events:
             error_type = next(
                 (
@@ -331,10 +342,12 @@ class _SpanNormalizer:
                 ),
                 None,
             )
-        cost = get("cost_usd")
+        cost = fields["cost_usd"]
         if cost is None:
-            cost = self.prices.cost(get("model"), get("input_tokens"), get("output_tokens"))
-        prompt_hash = get("prompt_hash")
+            cost = self.prices.cost(
+                fields["model"], fields["input_tokens"], fields["output_tokens"]
+            )
+        prompt_hash = fields["prompt_hash"]
         if prompt_hash is None:
             template = raw.attributes.get("llm.prompt_template.template")
             if isinstance(template, str) and template:
@@ -346,12 +359,12 @@ class _SpanNormalizer:
             for key in moved:
                 del attributes[key]
         return (
-            self.project_override or get("project") or resource_project or self.default_project,
+            self.project_override or fields["project"] or resource_project or self.default_project,
             raw.trace_id.lower(),
             raw.span_id.lower(),
             raw.parent_span_id.lower() if raw.parent_span_id else None,
-            get("session_id"),
-            get("message_id"),
+            fields["session_id"],
+            fields["message_id"],
             raw.name,
             kind,
             raw.start_time_unix_nano // _NS_PER_US,
@@ -360,24 +373,24 @@ class _SpanNormalizer:
             "error" if raw.status_code == STATUS_ERROR else "ok",
             error_type,
             raw.status_message or None,
-            get("model"),
-            get("provider"),
-            get("input_tokens"),
-            get("output_tokens"),
+            fields["model"],
+            fields["provider"],
+            fields["input_tokens"],
+            fields["output_tokens"],
             cost,
-            get("stop_reason"),
+            fields["stop_reason"],
             prompt_hash,
-            get("model_version"),
+            fields["model_version"],
             _dumps(flags) if flags else "{}",
-            get("customer_tier"),
-            get("locale"),
-            get("index_version"),
-            get("user_id"),
-            get("tool_name"),
-            get("tool_args"),
-            get("score"),
-            get("input_text"),
-            get("output_text"),
+            fields["customer_tier"],
+            fields["locale"],
+            fields["index_version"],
+            fields["user_id"],
+            fields["tool_name"],
+            fields["tool_args"],
+            fields["score"],
+            fields["input_text"],
+            fields["output_text"],
             _dumps(attributes),
             resource_json,
             _dumps(

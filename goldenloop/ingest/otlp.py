@@ -103,11 +103,14 @@ def decode_protobuf(body: bytes) -> list[RawSpan]:
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             for span in scope_spans.spans:
+                status = span.status
+                events = span.events
+                parent = span.parent_span_id
                 spans.append(
                     RawSpan(
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex() or None,
+                        parent_span_id=parent.hex() if parent else None,
                         name=span.name,
                         start_time_unix_nano=span.start_time_unix_nano,
                         end_time_unix_nano=span.end_time_unix_nano,
@@ -115,10 +118,12 @@ def decode_protobuf(body: bytes) -> list[RawSpan]:
                         resource=resource,
                         events=[
                             RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes))
-                            for e in span.events
-                        ],
-                        status_code=span.status.code,
-                        status_message=span.status.message,
+                            for e in events
+                        ]
+                        if events
+                        else [],
+                        status_code=status.code,
+                        status_message=status.message,
                         otel_kind=span.kind,
                         scope_name=scope_name,
                     )
