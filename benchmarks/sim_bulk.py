@@ -5,11 +5,16 @@ step is visible:
 
 * ``generate``      simulate() alone (RawSpans + feedback + outcomes, ~3 KB text/span)
 * ``+normalize``    generate and ``normalize_spans`` (what the server runs per request)
-* ``bulk spans``    ``write_to_store(include_feedback=False)`` into a fresh DuckDB file
+* ``+arrow``        ... and the Arrow table: all a bulk worker process does but write it
+                    to its pipe, so about the rate of one worker on an idle core
+* ``bulk spans``    ``write_to_store(include_feedback=False)`` into a fresh DuckDB file,
+                    once per ``--workers`` value (``0`` = in-process, ``auto`` = the
+                    default for the size)
 * ``bulk all``      ``write_to_store()`` with feedback and outcomes (only for sizes up to
                     ``--full-max``, because those inserts are row-at-a-time today)
 
-Usage: ``python benchmarks/sim_bulk.py [--sizes 100000 1000000] [--runs 3] [--out FILE]``
+Usage: ``python benchmarks/sim_bulk.py [--sizes 100000 1000000] [--runs 3]
+[--workers 0 auto] [--text short] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import cast
 
+from goldenloop.ingest.arrow import span_batch_to_arrow
 from goldenloop.ingest.normalize import normalize_spans
 from goldenloop.pricing import PriceTable
 from goldenloop.sim import SimConfig, default_start, simulate, write_to_store
 from goldenloop.sim.config import TextMode
-from goldenloop.sim.sinks import paused_gc
+from goldenloop.sim.gcpause import paused_gc
+from goldenloop.sim.parallel import auto_workers
 from goldenloop.store.duckdb import DuckDBStore
 
 SPANS_PER_SESSION = 9.5  # measured average with the default apps
@@ -60,12 +68,25 @@ def generate_normalize(config: SimConfig) -> int:
     return total
 
 
-def bulk(config: SimConfig, *, include_feedback: bool) -> int:
+def generate_normalize_arrow(config: SimConfig) -> int:
+    prices, now_us, total = PriceTable(), int(time.time() * 1e6), 0
+    with paused_gc():
+        for chunk in simulate(config):
+            batch = normalize_spans(
+                chunk.spans, default_project="bench", prices=prices, now_us=now_us
+            )
+            total += span_batch_to_arrow(batch).num_rows
+    return total
+
+
+def bulk(config: SimConfig, *, include_feedback: bool, workers: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         store = DuckDBStore(Path(tmp) / "bench.duckdb")
         store.migrate()
         try:
-            manifest = write_to_store(store, config, include_feedback=include_feedback)
+            manifest = write_to_store(
+                store, config, include_feedback=include_feedback, workers=workers
+            )
         finally:
             store.close()
     return manifest.spans
@@ -91,23 +112,36 @@ def main() -> None:
         default=100_000,
         help="largest size for the run that also stores feedback/outcomes",
     )
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        default=["0", "auto"],
+        help="worker processes for the bulk steps: numbers and/or 'auto'",
+    )
     parser.add_argument("--out", type=Path, help="also write the results to this file")
     args = parser.parse_args()
-    steps: list[tuple[str, Callable[[SimConfig], int]]] = [
-        ("generate", generate),
-        ("+normalize", generate_normalize),
-        ("bulk spans", lambda c: bulk(c, include_feedback=False)),
-        ("bulk all", lambda c: bulk(c, include_feedback=True)),
-    ]
     lines = [f"sim bulk path, text={args.text}, median of {args.runs} runs (spans/s)"]
     print(lines[0], flush=True)
     for size in args.sizes:
         config = config_for(size, cast(TextMode, args.text))
+        steps: list[tuple[str, Callable[[SimConfig], int]]] = [
+            ("generate", generate),
+            ("+normalize", generate_normalize),
+            ("+arrow", generate_normalize_arrow),
+        ]
+        for choice in args.workers:
+            workers = auto_workers(config) if choice == "auto" else int(choice)
+            label = f"w={workers}" + (" (auto)" if choice == "auto" else "")
+            steps.append(
+                (f"bulk spans {label}", partial(bulk, include_feedback=False, workers=workers))
+            )
+            if size <= args.full_max:
+                steps.append(
+                    (f"bulk all {label}", partial(bulk, include_feedback=True, workers=workers))
+                )
         for label, step in steps:
-            if label == "bulk all" and size > args.full_max:
-                continue
             rate = median_rate(step, config, args.runs)
-            line = f"{size:>9,} spans  {label:<11} {rate:>10,.0f} spans/s"
+            line = f"{size:>9,} spans  {label:<24} {rate:>10,.0f} spans/s"
             print(line, flush=True)
             lines.append(line)
     if args.out:

@@ -120,6 +120,12 @@ def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | N
 @click.option(
     "--manifest", type=click.Path(dir_okay=False), help="Write the ground-truth manifest (JSON)."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Processes that generate traffic for the bulk path; 0 = in this process. "
+    "Default: one per core (at most 4) for runs over 50,000 spans.",
+)
 def simulate(
     db: str | None,
     database_url: str | None,
@@ -129,6 +135,7 @@ def simulate(
     url: str | None,
     api_key: str | None,
     manifest: str | None,
+    workers: int | None,
 ) -> None:
     """Generate realistic production traffic (several apps, injected incidents).
 
@@ -144,7 +151,7 @@ def simulate(
             settings = load_cli_settings(db=db, database_url=database_url)
             store = open_cli_store(settings)
             try:
-                result = sim.write_to_store(store, config, progress=advance)
+                result = sim.write_to_store(store, config, progress=advance, workers=workers)
                 _prepare_metrics(store)
             finally:
                 store.close()
@@ -166,7 +173,21 @@ def simulate(
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--sessions-per-day", type=int, default=2000, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Fill the demo store and exit without serving.")
-def demo(db: str, host: str, port: int, seed: int, sessions_per_day: int, no_serve: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Processes that generate traffic for the bulk path; 0 = in this process. "
+    "Default: one per core (at most 4) for runs over 50,000 spans.",
+)
+def demo(
+    db: str,
+    host: str,
+    port: int,
+    seed: int,
+    sessions_per_day: int,
+    no_serve: bool,
+    workers: int | None,
+) -> None:
     """Create an embedded store with a week of simulated traffic and serve it."""
     from goldenloop import sim
 
@@ -176,7 +197,7 @@ def demo(db: str, host: str, port: int, seed: int, sessions_per_day: int, no_ser
     store = open_cli_store(settings)
     config = _sim_config(seed, 7, sessions_per_day, None)
     with progress_bar("simulating a week", None) as advance:
-        result = sim.write_to_store(store, config, progress=advance)
+        result = sim.write_to_store(store, config, progress=advance, workers=workers)
     _prepare_metrics(store)
     console.print(_summary(result))
     if no_serve:

@@ -1,8 +1,11 @@
 """The session loop: arrivals over the window, users, turns, feedback and outcomes.
 
-Time is cut into hours; each hour has its own RNG seeded from (seed, hour), so a run is
-reproducible piece by piece. Sessions start in time order; a chunk never splits a
-session, so every trace (and every session) is whole inside one chunk.
+Time is cut into hours; each hour has its own RNG seeded from (seed, hour) and nothing
+else carries over from one hour to the next (the caches below are pure functions of
+their keys), so any range of hours can be generated on its own and gives exactly the
+sessions the whole run gives in those hours: the parallel bulk path relies on this.
+Sessions start in time order; a chunk never splits a session, so every trace (and
+every session) is whole inside one chunk.
 """
 
 from __future__ import annotations
@@ -75,9 +78,21 @@ class SimResult:
     manifest: SimManifest
 
 
-def simulate(config: SimConfig) -> Iterator[SimChunk]:
-    """Yield the run's traffic in chunks of about ``config.chunk_spans`` spans."""
-    return _Generator(config).chunks()
+def simulate(config: SimConfig, hours: range | None = None) -> Iterator[SimChunk]:
+    """Yield the run's traffic in chunks of about ``config.chunk_spans`` spans.
+
+    ``hours`` limits the run to those hours of the window (hour 0 starts at
+    ``config.start``, the last may be partial; ``len(hourly_sessions(config))`` is
+    their number); ``config.max_spans`` then counts from the first of them."""
+    generator = _Generator(config)
+    return generator.chunks(hours if hours is not None else range(generator.hours))
+
+
+def hourly_sessions(config: SimConfig) -> list[int]:
+    """Sessions starting in each hour of the window, without generating them (two RNG
+    draws per hour), so a run can be split into parts of similar size up front."""
+    generator = _Generator(config)
+    return [generator.hour_sessions(hour)[2] for hour in range(generator.hours)]
 
 
 def generate_all(config: SimConfig) -> SimResult:
@@ -141,21 +156,28 @@ class _Generator:
         }
         self.flags_json: dict[tuple[tuple[str, str], ...], str] = {}
         self.feedback = FeedbackMaker()
+        self.hours = math.ceil((self.end_us - self.start_us) / _HOUR_US)
 
     # -- the loop ----------------------------------------------------------------------
-    def chunks(self) -> Iterator[SimChunk]:
+    def hour_sessions(self, hour: int) -> tuple[random.Random, datetime, int]:
+        """The hour's RNG (after the draws that set its volume), its UTC start and how
+        many sessions start in it."""
+        rng = random.Random(self.config.seed * 1_000_003 + hour)
+        hour_start = self.start_us + hour * _HOUR_US
+        length = min(_HOUR_US, self.end_us - hour_start)
+        when = datetime.fromtimestamp(hour_start / 1e6, UTC)
+        expected = self.hour_rate[when.weekday()][when.hour] * length / _HOUR_US
+        expected *= math.exp(0.08 * normal(rng))
+        return rng, when, int(expected) + (rng.random() < expected - int(expected))
+
+    def chunks(self, hours: range) -> Iterator[SimChunk]:
         cfg = self.config
         chunk = SimChunk()
         total = 0
-        hours = math.ceil((self.end_us - self.start_us) / _HOUR_US)
-        for hour in range(hours):
-            rng = random.Random(cfg.seed * 1_000_003 + hour)
+        for hour in hours:
+            rng, when, count = self.hour_sessions(hour)
             hour_start = self.start_us + hour * _HOUR_US
             length = min(_HOUR_US, self.end_us - hour_start)
-            when = datetime.fromtimestamp(hour_start / 1e6, UTC)
-            expected = self.hour_rate[when.weekday()][when.hour] * length / _HOUR_US
-            expected *= math.exp(0.08 * normal(rng))
-            count = int(expected) + (rng.random() < expected - int(expected))
             starts = sorted(hour_start + int(rng.random() * length) for _ in range(count))
             for t0 in starts:
                 before = len(chunk.spans)

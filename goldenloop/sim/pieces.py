@@ -1,0 +1,44 @@
+"""A chunk of simulated traffic ready to load: spans normalized into an Arrow table.
+
+Both bulk paths (in-process and worker processes) turn every ``SimChunk`` into a
+``LoadPiece`` the same way, so the writer sees the same rows whichever made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from goldenloop.ingest.arrow import span_batch_to_arrow
+from goldenloop.ingest.normalize import normalize_spans
+from goldenloop.model import Feedback, Outcome
+from goldenloop.pricing import PriceTable
+from goldenloop.sim.generate import SimChunk
+from goldenloop.sim.manifest import ChunkTruth
+
+
+@dataclass
+class LoadPiece:
+    """A chunk's spans as stored (``table``) and the rest of the chunk."""
+
+    table: pa.Table
+    #: RawSpans generated, which the manifest counts.
+    generated_spans: int
+    feedback: list[Feedback]
+    outcomes: list[Outcome]
+    truth: ChunkTruth
+
+
+def load_piece(
+    chunk: SimChunk, *, prices: PriceTable, now_us: int, default_project: str
+) -> LoadPiece:
+    """Normalize a chunk's spans as the server would; the raw spans are dropped."""
+    batch = normalize_spans(
+        chunk.spans, default_project=default_project, prices=prices, now_us=now_us
+    )
+    generated = len(chunk.spans)
+    del chunk.spans[:]
+    return LoadPiece(
+        span_batch_to_arrow(batch), generated, chunk.feedback, chunk.outcomes, chunk.truth
+    )
