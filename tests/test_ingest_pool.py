@@ -28,7 +28,14 @@ from goldenloop.ingest.normalize import IngestLimits, InvalidSpans
 from goldenloop.ingest.otlp import OtlpDecodeError
 from goldenloop.ingest.pool import INLINE_MAX_BYTES, DecodePool, DecodeWorkerCrashed
 from goldenloop.ingest.request import DecodeOptions, TraceRequest, decode_trace_request
-from goldenloop.ingest.worker import ERROR, INTERNAL_ERROR, TABLE, frame, read_frame, serve
+from goldenloop.ingest.worker import (
+    ERROR,
+    FRAME_HEADER,
+    INTERNAL_ERROR,
+    TABLE,
+    read_frame,
+    serve,
+)
 from goldenloop.pricing import PriceTable
 from goldenloop.sim import SimConfig, encode_otlp, simulate
 from goldenloop.store.duckdb import DuckDBStore
@@ -83,6 +90,10 @@ def all_rows(store: DuckDBStore) -> list[tuple[Any, ...]]:
 
 
 # -- the worker protocol -------------------------------------------------------------------
+
+
+def frame(payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(payload)) + payload
 
 
 def request_frames(request: TraceRequest) -> bytes:

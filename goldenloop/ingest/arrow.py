@@ -72,13 +72,15 @@ def first_of_each_key(table: pa.Table) -> pa.Table:
     return table.take(pa.array(keep, pa.int64()))
 
 
-def to_ipc(table: pa.Table) -> bytes:
-    """The table as one Arrow IPC stream (what a decode worker sends back)."""
+def to_ipc(table: pa.Table) -> pa.Buffer:
+    """The table as one Arrow IPC stream (what a decode worker sends back). A
+    ``pa.Buffer`` supports the buffer protocol, so it is written without a copy."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
+    return sink.getvalue()
 
 
-def from_ipc(data: bytes) -> pa.Table:
+def from_ipc(data: bytes | memoryview | pa.Buffer) -> pa.Table:
+    """The table in an IPC stream; zero-copy: its columns point into ``data``."""
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()

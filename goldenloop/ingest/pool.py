@@ -120,7 +120,7 @@ class DecodePool:
         # a worker's pipe, where the next request would read it as its own.
         payload = await asyncio.shield(asyncio.ensure_future(self._exchange(request)))
         if payload[:1] == TABLE:
-            return from_ipc(payload[1:])
+            return from_ipc(memoryview(payload)[1:])  # no copy of the table
         name, message, problems = pickle.loads(payload[1:])
         make = _ERRORS.get(name)
         if make is None:

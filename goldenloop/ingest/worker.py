@@ -31,6 +31,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+import pyarrow as pa
+
 from goldenloop.ingest.arrow import to_ipc
 from goldenloop.ingest.normalize import InvalidSpans
 from goldenloop.ingest.request import (
@@ -61,21 +63,25 @@ def read_frame(stream: BinaryIO) -> bytes | None:
     return payload
 
 
-def frame(payload: bytes) -> bytes:
-    return FRAME_HEADER.pack(len(payload)) + payload
-
-
-def answer(request: TraceRequest, options: DecodeOptions) -> bytes:
-    """The answer frame's payload for one request."""
+def answer(request: TraceRequest, options: DecodeOptions) -> tuple[bytes, bytes | pa.Buffer]:
+    """The answer for one request: its kind (``TABLE`` or ``ERROR``) and its payload."""
     try:
         table = decode_trace_request(request, options)
     except REQUEST_ERRORS as exc:
         problems = exc.problems if isinstance(exc, InvalidSpans) else []
-        return ERROR + pickle.dumps((type(exc).__name__, str(exc), problems))
+        return ERROR, pickle.dumps((type(exc).__name__, str(exc), problems))
     except Exception as exc:  # noqa: BLE001 - a bug; reported, and the worker lives on
         traceback.print_exc(file=sys.stderr)
-        return ERROR + pickle.dumps((INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", []))
-    return TABLE + to_ipc(table)
+        return ERROR, pickle.dumps((INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", []))
+    return TABLE, to_ipc(table)
+
+
+def write_answer(stdout: BinaryIO, kind: bytes, payload: bytes | pa.Buffer) -> None:
+    """One answer frame: the kind byte then the payload, written without joining them."""
+    stdout.write(FRAME_HEADER.pack(len(kind) + len(payload)))
+    stdout.write(kind)
+    stdout.write(payload)
+    stdout.flush()
 
 
 def widen_pipes(*fds: int) -> None:
@@ -96,8 +102,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     options: DecodeOptions = pickle.loads(first)
     while (header := read_frame(stdin)) is not None and (body := read_frame(stdin)) is not None:
         request: TraceRequest = dataclasses.replace(pickle.loads(header), body=body)
-        stdout.write(frame(answer(request, options)))
-        stdout.flush()
+        write_answer(stdout, *answer(request, options))
 
 
 if __name__ == "__main__":
