@@ -9,12 +9,14 @@ that competes for the same two cores). Reported besides spans/s: the server's pe
 RSS, the peak PSS of the server plus its decode workers (what the process tree really
 holds), and CPU microseconds per span in the server and in the workers.
 
-To send more spans than the pre-encoded pool holds without paying protobuf encoding
-in the load generator (which would steal the server's CPU on a 2-core machine), each
-round rewrites the first four bytes of every trace id in the encoded bodies (the
-simulator's ids are generated with those bytes zeroed here), so every round is new
-data that the server must store, not a duplicate it can skip. All bodies of a run are
-prepared before its clock starts, and they are sent with ``http.client``.
+To send more spans than the pool holds (100k spans, a few simulated hours), the
+pool is sent in rounds: each round rewrites the first four bytes of every trace id,
+so it is new data that the server must store, not a duplicate it can skip, and moves
+every timestamp back by the pool's time span per round still to come, so the run
+arrives in time order, as production traffic does (replaying the same hours ten times
+would make every duplicate check scan ten copies of them). All bodies of a run
+are prepared before its clock starts, so the load generator takes no CPU from the
+server while it runs, and they are sent with ``http.client``.
 
     python benchmarks/ingest.py                 # 100k and 1M spans, 3 runs each
     python benchmarks/ingest.py --sizes 200000 --runs 1 [--flag-loop] [--workers N]
@@ -40,6 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from goldenloop.ingest.raw import RawSpan
 from goldenloop.sim import SimConfig, encode_otlp, simulate
@@ -48,8 +51,6 @@ from goldenloop.sim.otlp import trace_batches
 BATCH_SPANS = 500
 CONNECTIONS = 4
 POOL_SPANS = 100_000
-_TRACE_TAG = b"\x0a\x10"  # Span.trace_id: field 1, length-delimited, 16 bytes
-_ZERO_PREFIX = b"\x00\x00\x00\x00"
 
 
 def _free_port() -> int:
@@ -58,21 +59,45 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def build_pool(spans: int = POOL_SPANS, seed: int = 11) -> tuple[list[bytes], list[int]]:
-    """Encoded bodies of ~500 spans each, trace ids starting with four zero bytes."""
+@dataclasses.dataclass
+class Pool:
+    bodies: list[bytes]
+    counts: list[int]
+    #: Simulated time the pool covers, first span start to last span end.
+    span_ns: int
+
+
+def build_pool(spans: int = POOL_SPANS, seed: int = 11) -> Pool:
+    """Encoded bodies of ~500 spans each (traces never split)."""
     raw: list[RawSpan] = []
     for chunk in simulate(SimConfig(seed=seed, days=2, sessions_per_day=50_000, max_spans=spans)):
         raw.extend(chunk.spans)
     bodies, counts = [], []
     for batch in trace_batches(raw, BATCH_SPANS):
-        rewritten = [dataclasses.replace(s, trace_id="00000000" + s.trace_id[8:]) for s in batch]
-        bodies.append(encode_otlp(rewritten))
-        counts.append(len(rewritten))
-    return bodies, counts
+        bodies.append(encode_otlp(batch))
+        counts.append(len(batch))
+    first = min(s.start_time_unix_nano for s in raw)
+    last = max(s.end_time_unix_nano for s in raw)
+    return Pool(bodies, counts, last - first + 1_000_000_000)
 
 
-def _for_round(body: bytes, round_no: int) -> bytes:
-    return body.replace(_TRACE_TAG + _ZERO_PREFIX, _TRACE_TAG + struct.pack(">I", round_no + 1))
+def _for_round(body: bytes, round_no: int, rounds: int, pool_span_ns: int) -> bytes:
+    """The body as round ``round_no`` of ``rounds`` sends it: new trace ids, and times
+    moved back by the pool's span of time per round still to come, so the whole run
+    arrives in time order and its last round is the pool's own time."""
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    prefix = struct.pack(">I", round_no + 1)
+    shift = (rounds - 1 - round_no) * pool_span_ns
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.trace_id = prefix + span.trace_id[4:]
+                span.start_time_unix_nano -= shift
+                span.end_time_unix_nano -= shift
+                for event in span.events:
+                    event.time_unix_nano -= shift
+    return request.SerializeToString()
 
 
 def _proc_cpu_seconds(pid: int) -> float:
@@ -178,18 +203,17 @@ def _post_all(
         connection.close()
 
 
-def run_once(
-    bodies: list[bytes], counts: list[int], total: int, env: dict[str, str]
-) -> dict[str, float]:
+def run_once(pool: Pool, total: int, env: dict[str, str]) -> dict[str, float]:
     # Every body the run sends is prepared before the clock starts, so the load
     # generator costs the shared 2 cores as little as possible while it runs.
     jobs: list[tuple[bytes, int]] = []
+    rounds = -(-total // sum(pool.counts))
     planned = round_no = 0
     while planned < total:
-        for body, count in zip(bodies, counts, strict=True):
+        for body, count in zip(pool.bodies, pool.counts, strict=True):
             if planned >= total:
                 break
-            jobs.append((_for_round(body, round_no), count))
+            jobs.append((_for_round(body, round_no, rounds, pool.span_ns), count))
             planned += count
         round_no += 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,14 +265,15 @@ def main() -> None:
     if args.workers is not None:
         env["GOLDENLOOP_INGEST_WORKERS"] = str(args.workers)
     t0 = time.perf_counter()
-    bodies, counts = build_pool()
-    mean_bytes = sum(map(len, bodies)) / sum(counts)
+    pool = build_pool()
+    mean_bytes = sum(map(len, pool.bodies)) / sum(pool.counts)
     print(
-        f"pool: {sum(counts)} spans in {len(bodies)} bodies, {mean_bytes:.0f} bytes/span "
+        f"pool: {sum(pool.counts)} spans in {len(pool.bodies)} bodies, {mean_bytes:.0f} "
+        f"bytes/span, {pool.span_ns / 3.6e12:.1f} h of simulated time "
         f"(built in {time.perf_counter() - t0:.1f}s); server env {env}"
     )
     for size in args.sizes:
-        results = [run_once(bodies, counts, size, env) for _ in range(args.runs)]
+        results = [run_once(pool, size, env) for _ in range(args.runs)]
         rates = [r["spans_per_s"] for r in results]
         med = {key: statistics.median(r[key] for r in results) for key in results[0]}
         print(

@@ -78,10 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_max_spans", int, 10_000, "Most spans the writer commits in one transaction."),
     Setting(
         "ingest_workers",
-        int,
-        2,
+        str,
+        "auto",
         "Processes that decode and normalize large OTLP requests, so ingest uses every "
-        "core; 0 decodes in the server process.",
+        "core: a number, 0 to decode in the server process, or auto (one per core "
+        "beyond the first, at least 1).",
     ),
     Setting(
         "flag_interval_s",
@@ -137,7 +138,7 @@ class Settings:
     max_attribute_bytes: int = 256 * 1024
     max_queue_spans: int = 50_000
     batch_max_spans: int = 10_000
-    ingest_workers: int = 2
+    ingest_workers: str = "auto"
     flag_interval_s: int = 60
     duckdb_memory_limit: str = "256MB"
     batch_max_wait_ms: int = 2
@@ -150,6 +151,24 @@ class Settings:
     @property
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @property
+    def decode_workers(self) -> int:
+        """``ingest_workers`` resolved: the server process itself keeps one core busy
+        with HTTP and the store, so ``auto`` gives the decode workers the others."""
+        value = str(self.ingest_workers).strip().lower()
+        if value == "auto":
+            return max(1, (os.cpu_count() or 1) - 1)
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = -1
+        if workers < 0:
+            raise SettingsError(
+                f"GOLDENLOOP_INGEST_WORKERS: expected a number of processes (0 or more) "
+                f"or 'auto', got {self.ingest_workers!r}"
+            )
+        return workers
 
     @property
     def uses_postgres(self) -> bool:
@@ -227,6 +246,7 @@ def load_settings(
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     settings = Settings(**values)
     settings.project_keys()  # validate early so a bad key list fails at start-up
+    settings.decode_workers  # noqa: B018 - same for a bad worker count
     for name in (
         "port",
         "max_request_bytes",

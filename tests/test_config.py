@@ -194,3 +194,20 @@ def test_derived_properties_and_replace() -> None:
     assert settings.port == 9000  # frozen: replace makes a copy
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_ingest_workers_auto_leaves_a_core_to_the_server_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert load_settings(environ={}, dotenv=None).decode_workers == 7
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert load_settings(environ={}, dotenv=None).decode_workers == 1
+    fixed = load_settings(environ={"GOLDENLOOP_INGEST_WORKERS": "0"}, dotenv=None)
+    assert fixed.decode_workers == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_bad_ingest_worker_count_names_the_env_var(value: str) -> None:
+    with pytest.raises(SettingsError, match="GOLDENLOOP_INGEST_WORKERS.*'auto'"):
+        load_settings(environ={"GOLDENLOOP_INGEST_WORKERS": value}, dotenv=None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import pickle
 import struct
 import sys
@@ -43,6 +44,8 @@ from goldenloop.ingest.request import (
 )
 
 FRAME_HEADER = struct.Struct("!I")
+#: Requests between two cyclic garbage collections in a worker.
+_COLLECT_EVERY = 64
 #: Pipe buffer size asked for on Linux.
 PIPE_BYTES = 1 << 20
 TABLE = b"T"
@@ -100,9 +103,21 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     if first is None:
         return
     options: DecodeOptions = pickle.loads(first)
-    while (header := read_frame(stdin)) is not None and (body := read_frame(stdin)) is not None:
-        request: TraceRequest = dataclasses.replace(pickle.loads(header), body=body)
-        write_answer(stdout, *answer(request, options))
+    # A request's objects are acyclic and die with it, so the cyclic collector's passes
+    # over them are wasted work (~5% of decoding); collect between requests instead.
+    collecting = gc.isenabled()
+    gc.disable()
+    served = 0
+    try:
+        while (header := read_frame(stdin)) is not None and (body := read_frame(stdin)) is not None:
+            request: TraceRequest = dataclasses.replace(pickle.loads(header), body=body)
+            write_answer(stdout, *answer(request, options))
+            served += 1
+            if served % _COLLECT_EVERY == 0:
+                gc.collect()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class AppState:
             limits=self.limits,
             max_request_bytes=self.settings.max_request_bytes,
         )
-        self.decoder = DecodePool(options, self.settings.ingest_workers)
+        self.decoder = DecodePool(options, self.settings.decode_workers)
 
     @property
     def limits(self) -> IngestLimits:
