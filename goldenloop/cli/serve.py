@@ -92,6 +92,14 @@ def _summary(manifest: SimManifest) -> str:
     )
 
 
+_workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Processes that generate traffic for the bulk path; 0 = in this process. "
+    "Default: one per core (at most 4) for runs over 50,000 spans.",
+)
+
+
 def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | None) -> SimConfig:
     from goldenloop.sim import SimConfig, default_scenarios
 
@@ -120,12 +128,7 @@ def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | N
 @click.option(
     "--manifest", type=click.Path(dir_okay=False), help="Write the ground-truth manifest (JSON)."
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    help="Processes that generate traffic for the bulk path; 0 = in this process. "
-    "Default: one per core (at most 4) for runs over 50,000 spans.",
-)
+@_workers_option
 def simulate(
     db: str | None,
     database_url: str | None,
@@ -173,12 +176,7 @@ def simulate(
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--sessions-per-day", type=int, default=2000, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Fill the demo store and exit without serving.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    help="Processes that generate traffic for the bulk path; 0 = in this process. "
-    "Default: one per core (at most 4) for runs over 50,000 spans.",
-)
+@_workers_option
 def demo(
     db: str,
     host: str,
