@@ -85,9 +85,14 @@ def test_queue_page_replays_the_trace_and_labels_by_click_and_keystroke(tmp_path
             page.wait_for_selector(f'#item[data-item="{second}"]')
             page.keyboard.press("j")
             page.wait_for_selector(f'#item[data-item="{third}"]')
+            page.fill('input[name="owner"]', "bo")  # a keystroke label keeps the form's fields
+            page.locator("body").click(position={"x": 1, "y": 1})
             page.keyboard.press("a")
             page.wait_for_selector("#current-label:text('add-to-eval')")
             assert _labels(store)["s-cut"] == "add-to-eval"
+            assert store.fetch("SELECT owner FROM triage_items WHERE session_id = 's-cut'") == [
+                ("bo",)
+            ]
             assert "add-to-eval" in page.locator(f"#row-{third}").inner_text()
 
             # The page and its JSON twin agree.

@@ -146,9 +146,7 @@ async def page_triage_label(request: Request, item_id: str) -> Response:
     except (LabelError, ValueError) as exc:
         return _error(request, str(exc), 400)
     if request.headers.get("hx-request"):
-        variables = _detail_vars(detail)
-        variables["oob_row"] = True
-        return _templates().TemplateResponse(request, "triage_detail.html", variables)
+        return _templates().TemplateResponse(request, "triage_detail.html", _detail_vars(detail))
     return RedirectResponse(f"/triage/{item_id}", status_code=303)
 
 
