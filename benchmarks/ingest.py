@@ -113,11 +113,15 @@ def _proc_kb(pid: int, path: str, key: str) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    """Child processes of every thread of ``pid`` (decode workers are started from a
+    pool thread, and Linux lists a child under the thread that forked it)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.extend(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return children
 
 
 class Server:

@@ -16,11 +16,16 @@ is replaced; the request it held gets ``DecodeWorkerCrashed`` (the handler answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -28,9 +33,10 @@ from goldenloop.ingest.arrow import from_ipc
 from goldenloop.ingest.normalize import InvalidSpans
 from goldenloop.ingest.otlp import BodyTooLarge, OtlpDecodeError
 from goldenloop.ingest.request import DecodeOptions, TraceRequest, decode_trace_request
-from goldenloop.ingest.worker import FRAME_HEADER, PIPE_BYTES, TABLE
+from goldenloop.ingest.worker import FRAME_HEADER, TABLE, widen_pipes
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Bodies up to this size are decoded in the server process (~20 spans of 3 KB).
 INLINE_MAX_BYTES = 64 * 1024
@@ -49,48 +55,79 @@ class DecodeWorkerCrashed(RuntimeError):
 
 
 class _Worker:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    """One worker process, spoken to with blocking I/O from a pool thread.
+
+    The exchange runs outside the event loop on purpose: asyncio's stream reader
+    collects a pipe's chunks in a growing buffer and copies the answer out of it, all
+    while holding the GIL; a blocking ``readinto`` fills one buffer of the announced
+    size in the kernel with the GIL released.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        self._stdin = process.stdin
+        self._stdout = process.stdout
 
     @classmethod
-    async def start(cls, options: DecodeOptions) -> _Worker:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "goldenloop.ingest.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=PIPE_BYTES,
+    def start(cls, options: DecodeOptions) -> _Worker:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "goldenloop.ingest.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
         )
         worker = cls(process)
-        await worker._send(pickle.dumps(options))
+        widen_pipes(worker._stdin.fileno(), worker._stdout.fileno())
+        worker._send(pickle.dumps(options))
         return worker
 
-    async def _send(self, *payloads: bytes) -> None:
-        assert self.process.stdin is not None
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _send(self, *payloads: bytes) -> None:
         for payload in payloads:
             # Header and payload written apart: joining them would copy the body again.
-            self.process.stdin.write(FRAME_HEADER.pack(len(payload)))
-            self.process.stdin.write(payload)
-        await self.process.stdin.drain()
+            self._write(FRAME_HEADER.pack(len(payload)))
+            self._write(payload)
 
-    async def call(self, request: TraceRequest) -> bytes:
-        assert self.process.stdout is not None
-        header = pickle.dumps(dataclasses.replace(request, body=b""))
-        await self._send(header, request.body)
-        header = await self.process.stdout.readexactly(FRAME_HEADER.size)
-        (size,) = FRAME_HEADER.unpack(header)
-        return await self.process.stdout.readexactly(size)
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._stdin.fileno(), view)
+            if not written:
+                raise ConnectionError("decode worker closed its input")
+            view = view[written:]
 
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            if self.process.stdin is not None:
-                self.process.stdin.close()
+    def _read_exactly(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        while view:
+            got = os.readv(self._stdout.fileno(), [view])
+            if not got:
+                raise ConnectionError("decode worker closed its output")
+            view = view[got:]
+        return buffer
+
+    def call(self, request: TraceRequest) -> bytearray:
+        """Send one request and wait for its answer frame (blocking)."""
+        self._send(pickle.dumps(dataclasses.replace(request, body=b"")), request.body)
+        (size,) = FRAME_HEADER.unpack(self._read_exactly(FRAME_HEADER.size))
+        return self._read_exactly(size)
+
+    def stop(self) -> None:
+        if self.alive:
+            with contextlib.suppress(OSError):
+                self._stdin.close()
             try:
-                await asyncio.wait_for(self.process.wait(), timeout=5)
-            except TimeoutError:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 self.process.kill()
-                await self.process.wait()
+                self.process.wait()
+        for pipe in (self._stdin, self._stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 class DecodePool:
@@ -103,14 +140,15 @@ class DecodePool:
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: set[_Worker] = set()
         self._starting: asyncio.Lock | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self._closed = False
 
     @property
     def running_workers(self) -> int:
-        return sum(1 for w in self._all if w.process.returncode is None)
+        return sum(1 for w in self._all if w.alive)
 
     def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in self._all if w.process.returncode is None]
+        return [w.process.pid for w in self._all if w.alive]
 
     async def decode(self, request: TraceRequest) -> pa.Table:
         """The request's span table; raises what ``decode_trace_request`` raises."""
@@ -135,12 +173,18 @@ class DecodePool:
         ratio = 1 if encoding in ("", "identity") else _COMPRESSION_RATIO
         return len(request.body) * ratio <= self.inline_max_bytes
 
-    async def _exchange(self, request: TraceRequest) -> bytes:
+    async def _in_thread(self, call: Callable[..., _T], *args: object) -> _T:
+        if self._threads is None:
+            # One thread per worker (plus one for starting and stopping them).
+            self._threads = ThreadPoolExecutor(self.size + 1, thread_name_prefix="decode-pipe")
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call, *args)
+
+    async def _exchange(self, request: TraceRequest) -> bytearray:
         idle = await self._ensure_started()
         worker = await idle.get()
         try:
-            return await worker.call(request)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            return await self._in_thread(worker.call, request)
+        except ConnectionError as exc:
             log.error("decode worker %d died (%s); starting a new one", worker.process.pid, exc)
             worker = await self._replace(worker)
             raise DecodeWorkerCrashed("a decode worker died while decoding this request") from None
@@ -155,10 +199,8 @@ class DecodePool:
         async with self._starting:
             if self._idle is None:
                 idle: asyncio.Queue[_Worker] = asyncio.Queue()
-                workers = await asyncio.gather(
-                    *(_Worker.start(self.options) for _ in range(self.size))
-                )
-                for worker in workers:
+                for _ in range(self.size):
+                    worker = await self._in_thread(_Worker.start, self.options)
                     self._all.add(worker)
                     idle.put_nowait(worker)
                 self._idle = idle
@@ -166,10 +208,8 @@ class DecodePool:
 
     async def _replace(self, dead: _Worker) -> _Worker:
         self._all.discard(dead)
-        if dead.process.returncode is None:
-            dead.process.kill()
-        await dead.process.wait()
-        fresh = await _Worker.start(self.options)
+        await self._in_thread(dead.stop)
+        fresh = await self._in_thread(_Worker.start, self.options)
         self._all.add(fresh)
         return fresh
 
@@ -177,4 +217,7 @@ class DecodePool:
         self._closed = True
         workers, self._all = list(self._all), set()
         self._idle = None
-        await asyncio.gather(*(w.stop() for w in workers))
+        await asyncio.gather(*(self._in_thread(w.stop) for w in workers))
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
