@@ -2,9 +2,10 @@
 
 DuckDB allows one process per file, so a running server is the single writer and
 other processes either talk to it over HTTP or open the file when no server holds it.
-Spans are bulk-loaded as Arrow tables; duplicates are skipped with an anti-join that is
-restricted to the batch's time range, which DuckDB's zone maps turn into a scan of the
-few recent row groups instead of the whole table.
+Spans are bulk-loaded as Arrow tables. Duplicates are skipped in two steps: a Bloom
+filter over the stored keys (``keyfilter``) clears nearly every span as certainly new,
+and the few suspects are looked up with a join restricted to their time range, which
+DuckDB's zone maps turn into a scan of a few row groups instead of the whole table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pyarrow.compute as pc
 
 from goldenloop.ingest.arrow import first_of_each_key, span_batch_to_arrow, span_keys
 from goldenloop.model import SpanBatch
+from goldenloop.store import keyfilter
 from goldenloop.store.base import Dialect, StoreError
+from goldenloop.store.keyfilter import SpanKeyFilter, key_hashes, start_micros
 from goldenloop.store.sql import SqlStore
 
 #: WAL size that triggers a checkpoint (DuckDB's default is 16 MB). A checkpoint
@@ -83,6 +86,8 @@ class DuckDBStore(SqlStore):
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._threads = _ThreadYield(self._conn) if not read_only else None
+        #: Loaded on the first deduplicated insert (read-only and CLI opens never pay).
+        self._stored_keys: SpanKeyFilter | None = None
 
     # Each thread gets its own cursor: a DuckDB connection is not safe to share.
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -100,11 +105,6 @@ class DuckDBStore(SqlStore):
         if self._threads is not None:
             self._threads.before_read()
         return self._cursor().execute(sql, list(params)).fetchall()
-
-    def fetch_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        if self._threads is not None:
-            self._threads.before_read()
-        return self._cursor().execute(sql, list(params)).to_arrow_table()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self._write_lock:
@@ -161,6 +161,8 @@ class DuckDBStore(SqlStore):
             table = first_of_each_key(table)
         with self._write_lock:
             cursor = self._cursor()
+            if dedupe and self._stored_keys is None:
+                self._stored_keys = _load_key_filter(cursor)
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 if dedupe:
@@ -175,30 +177,89 @@ class DuckDBStore(SqlStore):
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
+            if self._stored_keys is not None and table.num_rows:
+                self._remember(self._stored_keys, table)
         if self._threads is not None:
             self._threads.after_insert(table.num_rows)
         return int(table.num_rows)
 
     @staticmethod
-    def _drop_stored(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
-        """Remove spans already stored. Only (trace_id, span_id, start_time) of the
-        batch's time range are read, which zone maps narrow to recent row groups."""
-        starts = pc.min_max(table.column("start_time"))
-        keys = table.select(["trace_id", "span_id"])
-        cursor.register("_incoming_keys", keys)
-        try:
-            stored = cursor.execute(
-                """SELECT s.trace_id || s.span_id FROM spans s
-                   JOIN _incoming_keys k ON s.trace_id = k.trace_id AND s.span_id = k.span_id
-                   WHERE s.start_time BETWEEN ? AND ?""",
-                [starts["min"].as_py(), starts["max"].as_py()],
-            ).fetchall()
-        finally:
-            cursor.unregister("_incoming_keys")
-        if not stored:
+    def _remember(stored_keys: SpanKeyFilter, table: pa.Table) -> None:
+        hashes = key_hashes(table)
+        if hashes is None:
+            # Keys the filter cannot hash are never asked about either (such a table is
+            # checked exactly), but a later, regular table may repeat them.
+            stored_keys.horizon = max(stored_keys.horizon, int(start_micros(table).max()))
+        else:
+            stored_keys.add(hashes, start_micros(table))
+
+    def _drop_stored(self, cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+        """Remove spans already stored. The key filter clears most spans as certainly
+        new; only the rest (usually none) are looked up."""
+        assert self._stored_keys is not None
+        hashes = key_hashes(table)
+        if hashes is None:
+            return _drop_stored_exactly(cursor, table)
+        suspects = self._stored_keys.suspects(hashes, start_micros(table))
+        if not suspects.any():
             return table
-        already = pa.array([key for (key,) in stored], pa.string())
-        return table.filter(pc.invert(pc.is_in(span_keys(table), value_set=already)))
+        among = table if suspects.all() else table.filter(pa.array(suspects))
+        return _drop_stored_exactly(cursor, table, among=among)
+
+
+def _load_key_filter(cursor: duckdb.DuckDBPyConnection) -> SpanKeyFilter:
+    """A filter holding the newest stored keys (by row position); every other stored
+    span starts at or before its horizon."""
+    capacity = keyfilter.CAPACITY
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        (last,) = cursor.execute("SELECT max(rowid) FROM spans").fetchall()[0]
+        if last is None:
+            return SpanKeyFilter(capacity=capacity)
+        first = max(0, int(last) - capacity + 1)
+        (older,) = cursor.execute(
+            "SELECT epoch_us(max(start_time)) FROM spans WHERE rowid < ?", [first]
+        ).fetchall()[0]
+        recent: pa.Table = cursor.sql(
+            f"SELECT trace_id, span_id, start_time FROM spans WHERE rowid >= {first:d}"
+        ).to_arrow_table()
+    finally:
+        cursor.execute("COMMIT")
+    stored_keys = SpanKeyFilter(
+        capacity=capacity, horizon=keyfilter.NO_HORIZON if older is None else int(older)
+    )
+    if recent.num_rows:
+        DuckDBStore._remember(stored_keys, recent)
+    return stored_keys
+
+
+def _stored_keys_among(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> list[str]:
+    """``trace_id || span_id`` of the table's spans that are stored. Only
+    (trace_id, span_id, start_time) of the table's time range are read, which zone
+    maps narrow to a few row groups."""
+    starts = pc.min_max(table.column("start_time"))
+    cursor.register("_incoming_keys", table.select(["trace_id", "span_id"]))
+    try:
+        stored = cursor.execute(
+            """SELECT s.trace_id || s.span_id FROM spans s
+               JOIN _incoming_keys k ON s.trace_id = k.trace_id AND s.span_id = k.span_id
+               WHERE s.start_time BETWEEN ? AND ?""",
+            [starts["min"].as_py(), starts["max"].as_py()],
+        ).fetchall()
+    finally:
+        cursor.unregister("_incoming_keys")
+    return [key for (key,) in stored]
+
+
+def _drop_stored_exactly(
+    cursor: duckdb.DuckDBPyConnection, table: pa.Table, *, among: pa.Table | None = None
+) -> pa.Table:
+    """The table without its stored spans, looking up only ``among`` (default: all)."""
+    stored = _stored_keys_among(cursor, table if among is None else among)
+    if not stored:
+        return table
+    already = pa.array(stored, pa.string())
+    return table.filter(pc.invert(pc.is_in(span_keys(table), value_set=already)))
 
 
 class _ThreadYield:
