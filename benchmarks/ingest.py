@@ -49,7 +49,7 @@ from goldenloop.sim import SimConfig, encode_otlp, simulate
 from goldenloop.sim.otlp import trace_batches
 
 BATCH_SPANS = 500
-CONNECTIONS = 4
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 POOL_SPANS = 100_000
 
 

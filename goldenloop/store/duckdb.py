@@ -168,11 +168,10 @@ class DuckDBStore(SqlStore):
                 if dedupe:
                     table = self._drop_stored(cursor, table)
                 if table.num_rows:
-                    cursor.register("_incoming_spans", table)
-                    try:
-                        cursor.execute("INSERT INTO spans SELECT * FROM _incoming_spans").fetchall()
-                    finally:
-                        cursor.unregister("_incoming_spans")
+                    # Scanned by name (DuckDB's replacement scan finds the local):
+                    # register() and unregister() cost ~0.8 ms per commit.
+                    incoming_spans = table  # noqa: F841
+                    cursor.execute("INSERT INTO spans SELECT * FROM incoming_spans").fetchall()
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -238,16 +237,13 @@ def _stored_keys_among(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> li
     (trace_id, span_id, start_time) of the table's time range are read, which zone
     maps narrow to a few row groups."""
     starts = pc.min_max(table.column("start_time"))
-    cursor.register("_incoming_keys", table.select(["trace_id", "span_id"]))
-    try:
-        stored = cursor.execute(
-            """SELECT s.trace_id || s.span_id FROM spans s
-               JOIN _incoming_keys k ON s.trace_id = k.trace_id AND s.span_id = k.span_id
-               WHERE s.start_time BETWEEN ? AND ?""",
-            [starts["min"].as_py(), starts["max"].as_py()],
-        ).fetchall()
-    finally:
-        cursor.unregister("_incoming_keys")
+    incoming_keys = table.select(["trace_id", "span_id"])  # noqa: F841 - scanned by name
+    stored = cursor.execute(
+        """SELECT s.trace_id || s.span_id FROM spans s
+           JOIN incoming_keys k ON s.trace_id = k.trace_id AND s.span_id = k.span_id
+           WHERE s.start_time BETWEEN ? AND ?""",
+        [starts["min"].as_py(), starts["max"].as_py()],
+    ).fetchall()
     return [key for (key,) in stored]
 
 
