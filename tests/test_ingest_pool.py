@@ -235,6 +235,47 @@ def test_a_dead_worker_fails_only_its_request_and_is_replaced() -> None:
     assert len(after) == 1 and after != before
 
 
+def test_requests_sharing_a_worker_each_get_their_own_answer() -> None:
+    """One worker holds two requests at a time; answers must not cross."""
+    requests = [request_of(big_protobuf_body(spans=150 + 40 * i, seed=i)) for i in range(5)]
+
+    async def scenario() -> list[Any]:
+        pool = DecodePool(OPTIONS, workers=1)
+        try:
+            return list(await asyncio.gather(*(pool.decode(r) for r in requests)))
+        finally:
+            await pool.stop()
+
+    tables = asyncio.run(scenario())
+    for request, table in zip(requests, tables, strict=True):
+        assert table.equals(decode_trace_request(request, OPTIONS))
+
+
+def test_a_worker_dying_with_two_requests_in_flight_is_replaced_once() -> None:
+    request = request_of(big_protobuf_body(spans=3_000))
+
+    async def scenario() -> tuple[list[Any], list[int], list[int], int]:
+        pool = DecodePool(OPTIONS, workers=1)
+        try:
+            await pool.decode(request)
+            [victim] = pool.worker_pids()
+            calls = [asyncio.ensure_future(pool.decode(request)) for _ in range(2)]
+            await asyncio.sleep(0.02)  # both sent, the first one decoding
+            os.kill(victim, signal.SIGKILL)
+            outcomes = list(await asyncio.gather(*calls, return_exceptions=True))
+            after = pool.worker_pids()
+            table = await pool.decode(request)
+            return outcomes, [victim], after, table.num_rows
+        finally:
+            await pool.stop()
+
+    outcomes, before, after, rows = asyncio.run(scenario())
+    assert all(isinstance(o, DecodeWorkerCrashed) or o.num_rows == rows for o in outcomes)
+    assert any(isinstance(o, DecodeWorkerCrashed) for o in outcomes)
+    assert len(after) == 1 and after != before
+    assert rows > 0
+
+
 def test_stop_ends_every_worker_process() -> None:
     async def scenario() -> list[int]:
         pool = DecodePool(OPTIONS, workers=2)

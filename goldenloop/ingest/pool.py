@@ -5,6 +5,8 @@ GIL with HTTP handling and with the writer thread that hands batches to DuckDB. 
 a pool of ``ingest_workers`` processes (``goldenloop.ingest.worker``) the Python work
 of several requests runs on every core while the server only moves bytes: a request
 body goes down a pipe, an Arrow IPC table comes back (one buffer copy each way).
+The pipes are read and written by blocking calls in pool threads, and each worker holds
+two requests at once, so its next body is already waiting when it finishes one.
 
 Requests up to ``inline_max_bytes`` are decoded in the server process, where a pipe
 round trip would cost more than the work. Workers start on the first big request, so a
@@ -23,6 +25,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -38,6 +41,8 @@ from goldenloop.ingest.worker import FRAME_HEADER, TABLE, widen_pipes
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+#: Requests a worker holds at once: one decoding, one waiting in its pipe.
+IN_FLIGHT = 2
 #: Bodies up to this size are decoded in the server process (~20 spans of 3 KB).
 INLINE_MAX_BYTES = 64 * 1024
 #: How many times larger a compressed body is assumed to be once inflated.
@@ -68,6 +73,14 @@ class _Worker:
         assert process.stdin is not None and process.stdout is not None
         self._stdin = process.stdin
         self._stdout = process.stdout
+        # Up to IN_FLIGHT calls share the worker: each sends its request under the send
+        # lock, taking a ticket, and reads its answer when its ticket is served (the
+        # worker answers in order).
+        self._send_lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._broken = False
 
     @classmethod
     def start(cls, options: DecodeOptions) -> _Worker:
@@ -111,10 +124,38 @@ class _Worker:
         return buffer
 
     def call(self, request: TraceRequest) -> bytearray:
-        """Send one request and wait for its answer frame (blocking)."""
-        self._send(pickle.dumps(dataclasses.replace(request, body=b"")), request.body)
-        (size,) = FRAME_HEADER.unpack(self._read_exactly(FRAME_HEADER.size))
-        return self._read_exactly(size)
+        """Send one request and wait for its answer frame (blocking). A second call may
+        send its request while the worker still decodes this one, so the worker finds
+        its next body waiting in the pipe instead of idling through the hand-over."""
+        header = pickle.dumps(dataclasses.replace(request, body=b""))
+        with self._send_lock:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            try:
+                self._send(header, request.body)
+            except OSError:
+                self._break()
+                raise
+        with self._turn:
+            while self._serving != ticket and not self._broken:
+                self._turn.wait()
+            if self._broken:
+                raise ConnectionError("decode worker failed on an earlier request")
+        try:
+            (size,) = FRAME_HEADER.unpack(self._read_exactly(FRAME_HEADER.size))
+            answer = self._read_exactly(size)
+        except OSError:
+            self._break()
+            raise
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
+        return answer
+
+    def _break(self) -> None:
+        with self._turn:
+            self._broken = True
+            self._turn.notify_all()
 
     def stop(self) -> None:
         if self.alive:
@@ -175,21 +216,28 @@ class DecodePool:
 
     async def _in_thread(self, call: Callable[..., _T], *args: object) -> _T:
         if self._threads is None:
-            # One thread per worker (plus one for starting and stopping them).
-            self._threads = ThreadPoolExecutor(self.size + 1, thread_name_prefix="decode-pipe")
+            # One thread per call in flight (plus one for starting and stopping workers).
+            self._threads = ThreadPoolExecutor(
+                self.size * IN_FLIGHT + 1, thread_name_prefix="decode-pipe"
+            )
         return await asyncio.get_running_loop().run_in_executor(self._threads, call, *args)
 
     async def _exchange(self, request: TraceRequest) -> bytearray:
+        """One call on a worker. The idle queue holds ``IN_FLIGHT`` slots per worker;
+        slots of a worker that was replaced are dropped when they come up."""
         idle = await self._ensure_started()
         worker = await idle.get()
+        while worker not in self._all:
+            worker = await idle.get()
         try:
-            return await self._in_thread(worker.call, request)
+            answer = await self._in_thread(worker.call, request)
         except ConnectionError as exc:
-            log.error("decode worker %d died (%s); starting a new one", worker.process.pid, exc)
-            worker = await self._replace(worker)
+            if worker in self._all:
+                log.error("decode worker %d died (%s); starting a new one", worker.process.pid, exc)
+                await self._replace(worker, idle)
             raise DecodeWorkerCrashed("a decode worker died while decoding this request") from None
-        finally:
-            idle.put_nowait(worker)
+        idle.put_nowait(worker)
+        return answer
 
     async def _ensure_started(self) -> asyncio.Queue[_Worker]:
         if self._idle is not None:
@@ -202,16 +250,18 @@ class DecodePool:
                 for _ in range(self.size):
                     worker = await self._in_thread(_Worker.start, self.options)
                     self._all.add(worker)
-                    idle.put_nowait(worker)
+                    for _ in range(IN_FLIGHT):
+                        idle.put_nowait(worker)
                 self._idle = idle
         return self._idle
 
-    async def _replace(self, dead: _Worker) -> _Worker:
+    async def _replace(self, dead: _Worker, idle: asyncio.Queue[_Worker]) -> None:
         self._all.discard(dead)
         await self._in_thread(dead.stop)
         fresh = await self._in_thread(_Worker.start, self.options)
         self._all.add(fresh)
-        return fresh
+        for _ in range(IN_FLIGHT):
+            idle.put_nowait(fresh)
 
     async def stop(self) -> None:
         self._closed = True
