@@ -208,3 +208,14 @@ def test_new_spans_skip_the_lookup_and_retries_take_it(
     looked_up.clear()
     assert duck.insert_spans(span_batch(*regular_spans(20, offset=1_990))) == 10
     assert 10 <= sum(looked_up) <= 15  # the ten stored ones (and a false positive or so)
+
+
+def test_repeats_within_a_regular_batch_keep_the_first(duck: DuckDBStore) -> None:
+    spans = regular_spans(4)
+    repeat = {**spans[1], "name": "the retry"}
+    assert duck.insert_spans(span_batch(*spans, repeat)) == 4
+    [stored] = [
+        s for s in duck.get_trace(str(spans[1]["trace_id"])) if s.span_id == spans[1]["span_id"]
+    ]
+    assert stored.name == "chat"
+    assert duck.insert_spans(span_batch(repeat, *regular_spans(1, offset=4))) == 1

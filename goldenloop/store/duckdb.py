@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,7 +27,7 @@ from goldenloop.ingest.arrow import first_of_each_key, span_batch_to_arrow, span
 from goldenloop.model import SpanBatch
 from goldenloop.store import keyfilter
 from goldenloop.store.base import Dialect, StoreError
-from goldenloop.store.keyfilter import SpanKeyFilter, key_hashes, start_micros
+from goldenloop.store.keyfilter import U64, SpanKeyFilter, key_hashes, start_micros
 from goldenloop.store.sql import SqlStore
 
 #: WAL size that triggers a checkpoint (DuckDB's default is 16 MB). A checkpoint
@@ -157,8 +158,11 @@ class DuckDBStore(SqlStore):
     def insert_span_table(self, table: pa.Table, *, dedupe: bool = True) -> int:
         if not table.num_rows:
             return 0
+        # Key hashes are computed once and follow the table through the steps below
+        # (recomputed only when a step drops rows, which is rare).
+        hashes = key_hashes(table) if dedupe or self._stored_keys is not None else None
         if dedupe:
-            table = first_of_each_key(table)
+            table, hashes = _first_of_each_key(table, hashes)
         with self._write_lock:
             cursor = self._cursor()
             if dedupe and self._stored_keys is None:
@@ -166,7 +170,7 @@ class DuckDBStore(SqlStore):
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 if dedupe:
-                    table = self._drop_stored(cursor, table)
+                    table, hashes = self._drop_stored(cursor, table, hashes)
                 if table.num_rows:
                     # Scanned by name (DuckDB's replacement scan finds the local):
                     # register() and unregister() cost ~0.8 ms per commit.
@@ -177,33 +181,45 @@ class DuckDBStore(SqlStore):
                 cursor.execute("ROLLBACK")
                 raise
             if self._stored_keys is not None and table.num_rows:
-                self._remember(self._stored_keys, table)
+                _remember(self._stored_keys, table, hashes)
         if self._threads is not None:
             self._threads.after_insert(table.num_rows)
         return int(table.num_rows)
 
-    @staticmethod
-    def _remember(stored_keys: SpanKeyFilter, table: pa.Table) -> None:
-        hashes = key_hashes(table)
-        if hashes is None:
-            # Keys the filter cannot hash are never asked about either (such a table is
-            # checked exactly), but a later, regular table may repeat them.
-            stored_keys.horizon = max(stored_keys.horizon, int(start_micros(table).max()))
-        else:
-            stored_keys.add(hashes, start_micros(table))
-
-    def _drop_stored(self, cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+    def _drop_stored(
+        self, cursor: duckdb.DuckDBPyConnection, table: pa.Table, hashes: U64 | None
+    ) -> tuple[pa.Table, U64 | None]:
         """Remove spans already stored. The key filter clears most spans as certainly
         new; only the rest (usually none) are looked up."""
         assert self._stored_keys is not None
-        hashes = key_hashes(table)
         if hashes is None:
-            return _drop_stored_exactly(cursor, table)
+            return _drop_stored_exactly(cursor, table), None
         suspects = self._stored_keys.suspects(hashes, start_micros(table))
         if not suspects.any():
-            return table
+            return table, hashes
         among = table if suspects.all() else table.filter(pa.array(suspects))
-        return _drop_stored_exactly(cursor, table, among=among)
+        kept = _drop_stored_exactly(cursor, table, among=among)
+        return kept, (hashes if kept.num_rows == table.num_rows else key_hashes(kept))
+
+
+def _first_of_each_key(table: pa.Table, hashes: U64 | None) -> tuple[pa.Table, U64 | None]:
+    """The table with repeated keys kept once, and its hashes. Distinct hashes prove
+    distinct keys; otherwise (a repeat, or a rare 64-bit collision) the keys decide."""
+    if hashes is not None and len(np.unique(hashes)) == len(hashes):
+        return table, hashes
+    kept = first_of_each_key(table)
+    if kept.num_rows == table.num_rows:
+        return table, hashes
+    return kept, key_hashes(kept)
+
+
+def _remember(stored_keys: SpanKeyFilter, table: pa.Table, hashes: U64 | None) -> None:
+    if hashes is None:
+        # Keys the filter cannot hash are never asked about either (such a table is
+        # checked exactly), but a later, regular table may repeat them.
+        stored_keys.horizon = max(stored_keys.horizon, int(start_micros(table).max()))
+    else:
+        stored_keys.add(hashes, start_micros(table))
 
 
 def _load_key_filter(cursor: duckdb.DuckDBPyConnection) -> SpanKeyFilter:
@@ -228,7 +244,7 @@ def _load_key_filter(cursor: duckdb.DuckDBPyConnection) -> SpanKeyFilter:
         capacity=capacity, horizon=keyfilter.NO_HORIZON if older is None else int(older)
     )
     if recent.num_rows:
-        DuckDBStore._remember(stored_keys, recent)
+        _remember(stored_keys, recent, key_hashes(recent))
     return stored_keys
 
 
