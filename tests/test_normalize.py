@@ -334,6 +334,42 @@ def test_empty_attribute_values_do_not_shadow_lower_priority_names() -> None:
     assert row["model"] == "gpt-4o"
 
 
+def test_spans_with_the_same_keys_are_mapped_by_their_own_values() -> None:
+    # The key-set plan is shared by every span of a request with the same keys; which
+    # key wins still depends on each span's values.
+    keys = ("goldenloop.model", "gen_ai.request.model", "gen_ai.input.messages", "x")
+    values = [("claude", "gpt-4o", "hi", 1), ("", "gpt-4o", None, 2), (None, "", "yo", 3)]
+    rows = normalize(*(raw(dict(zip(keys, v, strict=True))) for v in values))
+    assert [r["model"] for r in rows] == ["claude", "gpt-4o", None]
+    assert [r["input_text"] for r in rows] == ["hi", None, "yo"]
+    assert [json.loads(r["attributes"]) for r in rows] == [
+        {"goldenloop.model": "claude", "gen_ai.request.model": "gpt-4o", "x": 1},
+        {"goldenloop.model": "", "gen_ai.request.model": "gpt-4o", "x": 2},
+        {"goldenloop.model": None, "gen_ai.request.model": "", "x": 3},
+    ]
+
+
+def test_a_request_with_more_key_sets_than_are_remembered() -> None:
+    spans = [raw({f"k{i}": i, "gen_ai.request.model": f"m{i}"}) for i in range(600)]
+    rows = normalize(*spans)
+    assert [r["model"] for r in rows] == [f"m{i}" for i in range(600)]
+    assert [json.loads(r["attributes"]) for r in rows][599] == {
+        "k599": 599, "gen_ai.request.model": "m599",
+    }  # fmt: skip
+
+
+def test_feature_flags_shared_by_spans_merge_with_each_span_s_own() -> None:
+    shared = json.dumps({"new_prompt": "on"})
+    rows = normalize(
+        raw({"goldenloop.feature_flags": shared}),
+        raw({"goldenloop.feature_flags": shared, "feature_flag.key": "ranker"}),
+        raw({"goldenloop.feature_flags": shared}),
+    )
+    assert [json.loads(r["feature_flags"]) for r in rows] == [
+        {"new_prompt": "on"}, {"new_prompt": "on", "ranker": ""}, {"new_prompt": "on"},
+    ]  # fmt: skip
+
+
 def test_non_string_values_of_text_fields_are_stored_as_text() -> None:
     row = one({"session.id": 12345, "goldenloop.locale": ["de", "DE"]})
     assert row["session_id"] == "12345"

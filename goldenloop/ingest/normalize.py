@@ -36,15 +36,6 @@ _TOOL, _LLM, _OTHER = SpanKind.TOOL.value, SpanKind.LLM.value, SpanKind.OTHER.va
 #: Every mapped field, unset: ``_convert`` fills a copy, so reads need no ``.get``.
 _NO_FIELDS: dict[str, Any] = dict.fromkeys(cv.FIELD_SOURCES)
 
-#: attribute key → (field, priority); lower priority wins.
-_KEY_TO_FIELD: dict[str, list[tuple[str, int]]] = {}
-for _field, _keys in cv.FIELD_SOURCES.items():
-    for _priority, _key in enumerate(_keys):
-        _KEY_TO_FIELD.setdefault(_key, []).append((_field, _priority))
-
-_INT_FIELDS = frozenset({"input_tokens", "output_tokens"})
-_FLOAT_FIELDS = frozenset({"cost_usd", "score"})
-_TEXT_FIELDS = frozenset({"input_text", "output_text", "tool_args"})
 
 #: Provider finish reasons → goldenloop stop_reason.
 STOP_REASONS: dict[str, str] = {
@@ -162,6 +153,40 @@ def _kind(raw: RawSpan, fields: dict[str, Any]) -> str:
     return _OTHER
 
 
+_TEXT, _INT, _FLOAT, _STOP = "text", "int", "float", "stop"
+_CONVERTERS = {
+    "input_tokens": _INT, "output_tokens": _INT, "cost_usd": _FLOAT, "score": _FLOAT,
+    "stop_reason": _STOP,
+}  # fmt: skip
+#: Distinct attribute key sets (and feature-flag strings) remembered per request; more
+#: take the same path, just without being remembered.
+_MAX_PLANS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _ShapePlan:
+    """What normalization does with one set of attribute keys, worked out once per
+    request: instrumentations send the same keys on span after span, so the mapping
+    from keys to fields need not be redone for each."""
+
+    #: (field, converter, keys present that may carry it, in priority order).
+    fields: tuple[tuple[str, str, tuple[str, ...]], ...]
+    #: Keys that stay in the raw ``attributes`` column, in order, or None for all.
+    kept: tuple[str, ...] | None
+
+    @classmethod
+    def for_keys(cls, keys: tuple[str, ...]) -> _ShapePlan:
+        present = set(keys)
+        fields = []
+        for field, sources in cv.FIELD_SOURCES.items():
+            candidates = tuple(key for key in sources if key in present)
+            if candidates:
+                fields.append((field, _CONVERTERS.get(field, _TEXT), candidates))
+        moved = present & _MOVED
+        kept = tuple(key for key in keys if key not in moved) if moved else None
+        return cls(tuple(fields), kept)
+
+
 class _SpanNormalizer:
     """Holds the per-request context; ``row`` turns one RawSpan into a column row."""
 
@@ -182,6 +207,8 @@ class _SpanNormalizer:
         self.latest_start_us = now_us + limits.max_clock_skew_hours * _US_PER_HOUR
         self.earliest_start_us = now_us - limits.oldest_span_days * _US_PER_DAY
         self._resource_cache: dict[int, tuple[str, str]] = {}
+        self._plans: dict[tuple[str, ...], _ShapePlan] = {}
+        self._flags_cache: dict[str, str] = {}
 
     def _resource(self, raw: RawSpan) -> tuple[str, str]:
         """(project from resource, resource JSON), cached per resource dict."""
@@ -193,6 +220,25 @@ class _SpanNormalizer:
             )
             cached = (project, _dumps(raw.resource))
             self._resource_cache[id(raw.resource)] = cached
+        return cached
+
+    def _flags_json(self, raw: RawSpan) -> str:
+        """The feature_flags column. Apps stamp the same flags JSON on every span of a
+        session, so its parse is cached per string when nothing else adds flags."""
+        mapped = raw.attributes.get(cv.FEATURE_FLAGS)
+        if (
+            not isinstance(mapped, str)
+            or cv.FEATURE_FLAG_KEY in raw.attributes
+            or any(event.name in cv.FEATURE_FLAG_EVENTS for event in raw.events)
+        ):
+            flags = _feature_flags(raw, mapped)
+            return _dumps(flags) if flags else "{}"
+        cached = self._flags_cache.get(mapped)
+        if cached is None:
+            flags = _feature_flags(raw, mapped)
+            cached = _dumps(flags) if flags else "{}"
+            if len(self._flags_cache) < _MAX_PLANS:
+                self._flags_cache[mapped] = cached
         return cached
 
     def _envelope_problems(self, raw: RawSpan) -> list[str]:
@@ -248,17 +294,9 @@ class _SpanNormalizer:
             and end // _NS_PER_US - start // _NS_PER_US <= 7 * _US_PER_DAY
         )
 
-    def _attribute_pass(
-        self, attributes: dict[str, Any], problems: list[str]
-    ) -> tuple[dict[str, tuple[int, str, Any]], list[str]]:
-        """One pass over the attributes: size problems, and for every mapped field the
-        (key, value) of its highest-priority key. Also returns the keys present that
-        move into columns."""
+    def _size_problems(self, attributes: dict[str, Any], problems: list[str]) -> None:
         limit = self.limits.max_attribute_bytes
         quarter = limit // 4  # a str of n chars holds at most 4n UTF-8 bytes
-        chosen: dict[str, tuple[int, str, Any]] = {}
-        moved: list[str] = []
-        key_to_field = _KEY_TO_FIELD
         for key, value in attributes.items():
             kind = type(value)
             if kind is str:
@@ -268,26 +306,35 @@ class _SpanNormalizer:
                     )
             elif (kind is list or kind is dict) and len(_as_text(value)) > limit:
                 problems.append(f"attribute {key!r} is larger than the limit of {limit} bytes")
-            targets = key_to_field.get(key)
-            if targets is None:
-                continue
-            if key in _MOVED:
-                moved.append(key)
-            if value is None or value == "":
-                continue
-            for field, priority in targets:
-                current = chosen.get(field)
-                if current is None or priority < current[0]:
-                    chosen[field] = (priority, key, value)
-        return chosen, moved
+
+    def _plan(self, attributes: dict[str, Any]) -> _ShapePlan:
+        """The plan for this set of attribute keys, made on first sight (see _ShapePlan)."""
+        shape = tuple(attributes)
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = _ShapePlan.for_keys(shape)
+            if len(self._plans) < _MAX_PLANS:
+                self._plans[shape] = plan
+        return plan
 
     @staticmethod
-    def _convert(chosen: dict[str, tuple[int, str, Any]], problems: list[str]) -> dict[str, Any]:
-        """Every mapped field (None when absent) with the type its column needs; type
+    def _convert(
+        plan: _ShapePlan, attributes: dict[str, Any], problems: list[str]
+    ) -> dict[str, Any]:
+        """Every mapped field (None when absent) with the type its column needs: for each
+        field the value of its highest-priority key that is neither None nor empty. Type
         problems are appended."""
         result = _NO_FIELDS.copy()
-        for field, (_, key, value) in chosen.items():
-            if field in _INT_FIELDS:
+        for field, converter, keys in plan.fields:
+            for key in keys:
+                value = attributes[key]
+                if value is not None and value != "":
+                    break
+            else:
+                continue
+            if converter is _TEXT:
+                result[field] = value if type(value) is str else _as_text(value)
+            elif converter is _INT:
                 if isinstance(value, bool) or not isinstance(value, int | float | str):
                     problems.append(
                         f"attribute {key!r} must be an integer, got {type(value).__name__}"
@@ -305,7 +352,7 @@ class _SpanNormalizer:
                     problems.append(f"attribute {key!r} must be at most {_MAX_INT64}")
                     continue
                 result[field] = number
-            elif field in _FLOAT_FIELDS:
+            elif converter is _FLOAT:
                 try:
                     if isinstance(value, bool):
                         raise ValueError
@@ -315,19 +362,16 @@ class _SpanNormalizer:
                     result[field] = number_f
                 except (TypeError, ValueError):
                     problems.append(f"attribute {key!r} must be a number, got {value!r:.40}")
-            elif field == "stop_reason":
+            else:  # stop reason
                 result[field] = _stop_reason(value) or None  # e.g. an empty finish_reasons
-            elif field in _TEXT_FIELDS:
-                result[field] = _as_text(value)
-            else:
-                result[field] = value if isinstance(value, str) else _as_text(value)
         return result
 
     def row(self, raw: RawSpan) -> tuple[tuple[Any, ...] | None, list[str]]:
         """The span's values in ``SPAN_COLUMN_NAMES`` order, or the problems with it."""
         problems = [] if self._envelope_ok(raw) else self._envelope_problems(raw)
-        chosen, moved = self._attribute_pass(raw.attributes, problems)
-        fields = self._convert(chosen, problems)
+        self._size_problems(raw.attributes, problems)
+        plan = self._plan(raw.attributes)
+        fields = self._convert(plan, raw.attributes, problems)
         if problems:
             return None, problems
         resource_project, resource_json = self._resource(raw)
@@ -352,12 +396,9 @@ class _SpanNormalizer:
             template = raw.attributes.get("llm.prompt_template.template")
             if isinstance(template, str) and template:
                 prompt_hash = hashlib.sha256(template.encode()).hexdigest()[:8]
-        flags = _feature_flags(raw, raw.attributes.get(cv.FEATURE_FLAGS))
         attributes = raw.attributes
-        if moved:
-            attributes = dict(attributes)
-            for key in moved:
-                del attributes[key]
+        if plan.kept is not None:
+            attributes = {key: attributes[key] for key in plan.kept}
         return (
             self.project_override or fields["project"] or resource_project or self.default_project,
             raw.trace_id.lower(),
@@ -381,7 +422,7 @@ class _SpanNormalizer:
             fields["stop_reason"],
             prompt_hash,
             fields["model_version"],
-            _dumps(flags) if flags else "{}",
+            self._flags_json(raw),
             fields["customer_tier"],
             fields["locale"],
             fields["index_version"],
