@@ -1,5 +1,14 @@
 """Decode OTLP/HTTP trace requests (protobuf or JSON) into RawSpans.
 
+Protobuf bodies have two decoders that give identical results. The compiled one
+(``_otlp_fast``, built from ``_otlp_fast.c`` at install when a C compiler is present)
+reads the wire format directly and handles ordinary bodies. For anything unusual
+(malformed or truncated data, invalid UTF-8, sub-messages that protobuf would merge,
+very deep nesting) it declines, and the pure-Python decoder, which parses with the
+``opentelemetry-proto`` message classes, decides: it decodes the body or raises the
+error. Without the extension the Python decoder does everything (``FAST_DECODER``
+says which is in use).
+
 The JSON decoder follows the OTLP/JSON mapping: ids are hex strings, 64-bit integers
 may be strings or numbers, enums are integers, field names are lowerCamelCase (the
 snake_case spelling is accepted too). Errors name the exact path of the bad field.
@@ -9,10 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import gzip
 import json
 import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -88,7 +99,41 @@ def _attributes(kvs: Any) -> dict[str, Any]:
     return out
 
 
+_FastDecode = Callable[[bytes, type[RawSpan], type[RawEvent]], list[RawSpan] | None]
+
+
+def _load_fast_decoder() -> _FastDecode | None:
+    """The compiled decoder, if it was built and passes RawSpan's fields in their order."""
+    try:
+        from goldenloop.ingest import _otlp_fast
+    except ImportError:
+        return None
+    if _otlp_fast.RAW_SPAN_FIELDS != tuple(f.name for f in dataclasses.fields(RawSpan)):
+        return None
+    return _otlp_fast.decode
+
+
+_fast_decode = _load_fast_decoder()
+
+#: Whether ``decode_protobuf`` tries the compiled decoder first.
+FAST_DECODER = _fast_decode is not None
+
+
 def decode_protobuf(body: bytes) -> list[RawSpan]:
+    """The spans of an OTLP/protobuf ExportTraceServiceRequest; raises OtlpDecodeError.
+
+    The compiled decoder handles ordinary bodies; whatever it declines goes through
+    ``_decode_protobuf_python``, which gives the same result or the error.
+    """
+    if _fast_decode is not None:
+        spans = _fast_decode(body, RawSpan, RawEvent)
+        if spans is not None:
+            return spans
+    return _decode_protobuf_python(body)
+
+
+def _decode_protobuf_python(body: bytes) -> list[RawSpan]:
+    """Parse with the protobuf message classes and walk them (the reference decoder)."""
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
