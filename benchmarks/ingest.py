@@ -238,10 +238,11 @@ def run_once(pool: Pool, total: int, env: dict[str, str]) -> dict[str, float]:
                 thread.join()
             elapsed = time.perf_counter() - started
             server_cpu = server.cpu_seconds() - cpu_before
-            stored = httpx.get(server.url + "/healthz").json()["committed_spans"]
+            health = httpx.get(server.url + "/healthz").json()
             return {
                 "spans": acked[0],
-                "stored": stored,
+                "stored": health["committed_spans"],
+                "spans_per_commit": health["committed_spans"] / max(1, health["commits"]),
                 "seconds": elapsed,
                 "spans_per_s": acked[0] / elapsed,
                 "peak_rss_mb": server.peak_rss_kb / 1024,
@@ -286,7 +287,8 @@ def main() -> None:
             f"{med['peak_rss_mb']:.0f} MB, peak PSS server+workers {med['peak_tree_pss_mb']:.0f} MB; "
             f"CPU/span: server {med['server_cpu_us_per_span']:.0f} us, workers "
             f"{med['worker_cpu_us_per_span']:.0f} us; 429 retries {sum(r['retries'] for r in results)}, "
-            f"stored/acked {results[-1]['stored']}/{results[-1]['spans']}"
+            f"stored/acked {results[-1]['stored']}/{results[-1]['spans']}, "
+            f"{med['spans_per_commit']:,.0f} spans/commit"
         )
 
 

@@ -492,4 +492,5 @@ def test_healthz_reports_the_store_and_the_writer(client: TestClient, data: dict
     assert body["store"] == "duckdb"
     assert body["queued_spans"] == 0
     assert body["committed_spans"] == 10
+    assert 1 <= body["commits"] <= 10
     assert isinstance(body["version"], str) and body["version"]

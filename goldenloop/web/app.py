@@ -62,6 +62,7 @@ def healthz(request: Request) -> dict[str, Any]:
         "store": state.store.dialect,
         "queued_spans": stats.queued_spans,
         "committed_spans": stats.committed_spans,
+        "commits": stats.commits,
     }
 
 
