@@ -39,10 +39,13 @@ CHECKPOINT_THRESHOLD = "64MB"
 
 #: Rows per row group (DuckDB's default is 122,880). A checkpoint recompresses the
 #: table's last, partly filled row group; with the default, every group was rewritten
-#: about seven times while ingest filled it, and small groups cut DuckDB's CPU per
-#: ingested span by ~25% (docs/benchmarks.md). It is an option of ATTACH, not of the
-#: file, hence the in-memory connection that attaches the file on every open.
-ROW_GROUP_SIZE = 8192
+#: about seven times while ingest filled it. DuckDB's CPU per span, 650-span commits
+#: of ~3.8 KB spans: 67 µs (122,880 rows), 37 (8,192), 30 (4,096) over 1M rows;
+#: 58 (32,768), 43 (16,384), 38 (8,192), 31 (4,096), 32 (2,048) over 600k. Query
+#: times and file size did not change (docs/benchmarks.md). It is an option of
+#: ATTACH, not of the file, hence the in-memory connection that attaches the file on
+#: every open.
+ROW_GROUP_SIZE = 4096
 _CATALOG = "goldenloop"
 
 #: Ingest faster than this (spans/s over the last second) counts as sustained.
