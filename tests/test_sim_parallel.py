@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,11 @@ import pytest
 
 from goldenloop.ingest.normalize import normalize_spans
 from goldenloop.pricing import PriceTable
-from goldenloop.sim import SimConfig, SimManifest, simulate, write_to_store
+from goldenloop.sim import SimConfig, SimManifest, parallel, simulate, write_to_store
 from goldenloop.sim.generate import hourly_sessions
 from goldenloop.sim.parallel import IN_PROCESS_MAX_SPANS, auto_workers, plan_parts
-from goldenloop.sim.workers import SimWorkerError
+from goldenloop.sim.pieces import LoadPiece
+from goldenloop.sim.workers import SimWorkerError, Workers
 from goldenloop.store.base import Store
 from goldenloop.store.duckdb import DuckDBStore
 
@@ -30,6 +34,19 @@ CUT_RUN = SimConfig(
 )
 
 Snapshot = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _child_pids() -> set[int]:
+    """This process's child processes, exited but unreaped ones (zombies) included."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == os.getpid():  # fields: state, ppid, ...
+            children.add(int(stat.parent.name))
+    return children
 
 
 def _snapshot(store: Store) -> Snapshot:
@@ -81,11 +98,12 @@ def test_in_process_and_one_or_two_workers_store_what_chunk_by_chunk_loading_sto
     assert len(spans) == manifest.spans and feedback and outcomes
     if config.max_spans is not None:
         assert config.max_spans <= manifest.spans < config.max_spans + 100
+    children = _child_pids()
     for workers in (0, 1, 2):
         rows, loaded_manifest = _load(tmp_path / f"w{workers}.duckdb", config, workers)
         assert rows == reference, f"{workers} worker(s)"
         assert loaded_manifest.to_dict() == manifest.to_dict(), f"{workers} worker(s)"
-        assert multiprocessing.active_children() == []
+        assert _child_pids() == children, f"{workers} worker(s) left behind"
 
 
 @pytest.mark.postgres
@@ -107,6 +125,7 @@ def test_workers_load_postgresql_like_the_in_process_path(pg_url: str) -> None:
 
 
 def test_a_failing_worker_reports_its_traceback(tmp_path: Path) -> None:
+    children = _child_pids()
     store = DuckDBStore(tmp_path / "x.duckdb")
     store.migrate()
     try:
@@ -116,7 +135,80 @@ def test_a_failing_worker_reports_its_traceback(tmp_path: Path) -> None:
         assert store.count_spans() == 0
     finally:
         store.close()
-    assert multiprocessing.active_children() == []
+    assert _child_pids() == children
+
+
+def test_a_killed_worker_is_reported_with_its_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker 1 is killed while it still has most of its ~70 MB to send (far more than
+    its pipe and lookahead hold), so the loader meets the truncated stream."""
+    killed: list[int] = []
+
+    class KillingWorkers(Workers):
+        def receive(self, index: int) -> LoadPiece | None:
+            piece = super().receive(index)
+            if not killed:
+                os.kill(self.pids[1], signal.SIGKILL)
+                killed.append(self.pids[1])
+            return piece
+
+    monkeypatch.setattr(parallel, "Workers", KillingWorkers)
+    children = _child_pids()
+    big = SimConfig(seed=3, start=START, days=1, sessions_per_day=4000, chunk_spans=400)
+    store = DuckDBStore(tmp_path / "x.duckdb")
+    store.migrate()
+    try:
+        with pytest.raises(SimWorkerError) as raised:
+            write_to_store(store, big, now_us=NOW_US, workers=2)
+    finally:
+        store.close()
+    assert f"worker 1 (pid {killed[0]}) exited with code {-signal.SIGKILL}" in str(raised.value)
+    assert "stderr" in str(raised.value)
+    assert _child_pids() == children
+
+
+def test_a_script_without_a_main_guard_can_start_workers(tmp_path: Path) -> None:
+    """Workers run ``python -m goldenloop.sim.worker_main``: they neither re-run nor
+    re-import the calling script (under ``spawn`` this script would fail, and print
+    ``loading`` once more per worker)."""
+    script = tmp_path / "load.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            import sys
+            from datetime import datetime, UTC
+            from goldenloop.sim import SimConfig, write_to_store
+            from goldenloop.store.duckdb import DuckDBStore
+
+            print("loading", flush=True)
+            store = DuckDBStore(sys.argv[1])
+            store.migrate()
+            config = SimConfig(seed=5, start=datetime.fromisoformat({START.isoformat()!r}),
+                               days=0.5, sessions_per_day=1200, chunk_spans=400)
+            write_to_store(store, config, now_us={NOW_US}, workers=2)
+            print(store.count_spans())
+            store.close()
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "script.duckdb")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    store = DuckDBStore(tmp_path / "in-process.duckdb")
+    store.migrate()
+    try:
+        write_to_store(store, WHOLE_RUN, now_us=NOW_US, workers=0)
+        in_process = store.count_spans()
+    finally:
+        store.close()
+    assert in_process > 0
+    assert result.stdout.split() == ["loading", str(in_process)]
 
 
 def test_parts_cover_every_hour_once_in_order() -> None:

@@ -128,9 +128,9 @@ def write_to_store(
     this one inserts; ``0`` does everything in this process. ``None`` picks
     ``parallel.auto_workers(config)``: in-process for runs estimated under 50,000 spans
     (starting workers costs more than they save) or on one core, else one worker per
-    core. Stored rows and manifest are the same for every value. Workers are started
-    with ``spawn``, so a script that calls this must guard its entry point with
-    ``if __name__ == "__main__":``."""
+    core. Stored rows and manifest are the same for every value. Workers are plain
+    subprocesses (``python -m goldenloop.sim.worker_main``), so the calling script needs
+    no ``if __name__ == "__main__":`` guard and is not re-imported by them."""
     if workers is not None and workers < 0:
         raise ValueError("workers must be 0 (in-process) or more")
     prices = prices or PriceTable()
