@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -19,7 +20,14 @@ from goldenloop.sim import SimConfig, SimManifest, parallel, simulate, write_to_
 from goldenloop.sim.generate import hourly_sessions
 from goldenloop.sim.parallel import IN_PROCESS_MAX_SPANS, auto_workers, plan_parts
 from goldenloop.sim.pieces import LoadPiece
-from goldenloop.sim.workers import SimWorkerError, Workers
+from goldenloop.sim.workers import (
+    SimWorkerError,
+    StreamCut,
+    WorkerJob,
+    Workers,
+    _write_part,
+    read_message,
+)
 from goldenloop.store.base import Store
 from goldenloop.store.duckdb import DuckDBStore
 
@@ -233,3 +241,29 @@ def test_small_runs_stay_in_process_unless_workers_are_asked_for(tmp_path: Path)
             write_to_store(store, WHOLE_RUN, workers=-1)
     finally:
         store.close()
+
+
+def test_a_stream_cut_anywhere_is_reported_as_cut() -> None:
+    """Wherever a dying worker's stream ends (inside a pickled header or inside the
+    Arrow table that follows it), the reader sees StreamCut, never another error."""
+    first_part = plan_parts(WHOLE_RUN)[0]
+    job = WorkerJob(WHOLE_RUN, [first_part], PriceTable(), NOW_US, "default")
+    out = io.BytesIO()
+    _write_part(out, job, first_part)
+    stream = out.getvalue()
+    whole = io.BytesIO(stream)
+    boundaries, pieces = [0], 0
+    while (message := read_message(whole)) is not None:
+        boundaries.append(whole.tell())
+        if not isinstance(message, LoadPiece):
+            break
+        pieces += 1
+    assert pieces >= 2 and boundaries[-1] == len(stream)
+    first_table = boundaries[1]
+    cuts = {1, 2, 10, 100, first_table // 2, first_table - 8, first_table - 1}
+    cuts |= set(range(boundaries[1] + 1, boundaries[2], max(1, first_table // 97)))
+    for cut in sorted(cuts):
+        truncated = io.BytesIO(stream[:cut])
+        with pytest.raises(StreamCut):
+            while True:
+                read_message(truncated)

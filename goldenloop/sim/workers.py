@@ -157,6 +157,28 @@ def main() -> int:
 
 
 # -- the loading process's side ----------------------------------------------------------
+class StreamCut(Exception):
+    """A worker's stream ended before its next message was complete."""
+
+
+def read_message(reader: BinaryIO) -> LoadPiece | _PartDone | _WorkerFailed:
+    """The next message a worker wrote; ``StreamCut`` if the stream ends inside it."""
+    try:
+        message = pickle.load(reader)
+        if isinstance(message, _PieceHeader):
+            table = pa.ipc.open_stream(reader).read_all()
+            return LoadPiece(
+                table, message.generated_spans, message.feedback, message.outcomes,
+                message.truth,
+            )  # fmt: skip
+    # Cut off mid-header: EOFError or UnpicklingError; mid-table: ArrowInvalid, or an
+    # OSError ("expected to be able to read N bytes").
+    except (EOFError, pickle.UnpicklingError, pa.ArrowInvalid, OSError):
+        raise StreamCut from None
+    assert isinstance(message, _PartDone | _WorkerFailed), message
+    return message
+
+
 class Workers:
     """Started worker processes, one per job, each with a reader thread in this process
     that sends it its job and keeps up to ``lookahead`` of its pieces ready."""
@@ -254,16 +276,9 @@ class Workers:
             done += isinstance(item, _PartDone)
 
     def _read(self, index: int) -> LoadPiece | _PartDone:
-        reader = self._readers[index]
         try:
-            message = pickle.load(reader)
-            if isinstance(message, _PieceHeader):
-                table = pa.ipc.open_stream(reader).read_all()
-                return LoadPiece(
-                    table, message.generated_spans, message.feedback, message.outcomes,
-                    message.truth,
-                )  # fmt: skip
-        except (EOFError, pickle.UnpicklingError, pa.ArrowInvalid):
+            message = read_message(self._readers[index])
+        except StreamCut:
             process = self._processes[index]
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=_EXIT_WAIT_S)
@@ -278,7 +293,6 @@ class Workers:
             ) from None
         if isinstance(message, _WorkerFailed):
             raise SimWorkerError(f"simulation worker {index} failed:\n{message.traceback}")
-        assert isinstance(message, _PartDone), message
         return message
 
     def _hand_over(self, index: int, item: _Received) -> bool:
