@@ -28,19 +28,19 @@ BASE_UNHELPFUL_RATE: Final = 0.03
 INJECTION_CATCH_RATE: Final = 0.9
 OUTPUT_CATCH_RATE: Final = 0.5
 BREAKER_LIMIT: Final = 6
-_UNHELPFUL: Final = (
+UNHELPFUL: Final = (
     "I couldn't find anything about that in our help centre. Could you tell me a bit more, "
     "or would you like me to open a support ticket so a colleague can follow up?"
 )
-_TOOL_FAILED: Final = (
+TOOL_FAILED: Final = (
     "I'm sorry, I can't reach our order system right now, so I can't check or change your "
     "order. Please try again in a few minutes; nothing has been charged or refunded yet."
 )
-_BREAKER: Final = (
+BREAKER: Final = (
     "Sorry, I couldn't complete that. I've passed your request to a human agent, who will "
     "email you within one business day."
 )
-_OUTAGE: Final = "Sorry, something went wrong on our side. Please try again in a moment."
+OUTAGE: Final = "Sorry, something went wrong on our side. Please try again in a moment."
 
 
 def run_turn(session: Session, turn: Turn) -> TurnResult:
@@ -100,7 +100,7 @@ def _answer(
             s, trace, root, t, model=model, prompt_hash=turn.prompt_hash, effects=turn.effects,
             input_parts=(system, "\n\n", history, user), output=CLOSING_ANSWER, max_tokens=256,
         )  # fmt: skip
-        return t, "closing" if ok else _failed(s, state), answer if ok else _OUTAGE
+        return t, "closing" if ok else _failed(s, state), answer if ok else OUTAGE
     context = ""
     hit = True
     if app != "billing-agent":
@@ -122,12 +122,12 @@ def _answer(
             input_parts=(system, "\n\n# Context\n", context, "\n\n", history, user), output=call,
         )  # fmt: skip
         if not ok:
-            return t, _failed(s, state), _OUTAGE
+            return t, _failed(s, state), OUTAGE
         t, tools_ok, tool_text = _tools(s, turn, trace, root, t + stages.gap(s), quality, state)
         if state["breaker"]:
-            return t, "error", _BREAKER
+            return t, "error", BREAKER
         if not tools_ok:
-            answer, quality = _TOOL_FAILED, "unhelpful"
+            answer, quality = TOOL_FAILED, "unhelpful"
         t += stages.gap(s)
     truncate = rng.random() < MAX_TOKENS_RATE
     t, ok, answer = stages.llm(
@@ -136,7 +136,7 @@ def _answer(
         output=answer, truncate=truncate, max_tokens=700,
     )  # fmt: skip
     if not ok:
-        return t, _failed(s, state), _OUTAGE
+        return t, _failed(s, state), OUTAGE
     if truncate:
         s.truth.failure("max_tokens", s.id)
         quality = "truncated" if quality == "good" else quality
@@ -181,7 +181,7 @@ def _intended_answer(s: Session, turn: Turn, hit: bool) -> tuple[str, str]:
             s.truth.failure("wrong_answer", s.id)
         return policy.text, "good" if policy.correct else "wrong"
     if not hit or s.rng.random() < BASE_UNHELPFUL_RATE:
-        return _UNHELPFUL, "unhelpful"
+        return UNHELPFUL, "unhelpful"
     text = intent.answers[s.rng.getrandbits(8) % len(intent.answers)].format_map(s.slots)
     if harmed:
         text += (
@@ -218,7 +218,7 @@ def _tools(
     refund = round(amount * 0.85, 2) if wrong else amount
     consecutive = 0
     for name in turn.intent.tools:
-        args, result = _tool_io(name, slots, refund, wrong)
+        args, result = tool_io(name, slots, refund, wrong)
         ok = False
         for _attempt in range(2):
             t, ok = stages.tool(
@@ -244,7 +244,7 @@ def _tools(
     return t, True, "".join(results)
 
 
-def _tool_io(name: str, slots: dict[str, str], refund: float, wrong: bool) -> tuple[str, str]:
+def tool_io(name: str, slots: dict[str, str], refund: float, wrong: bool) -> tuple[str, str]:
     order = slots["order"]
     if name == "lookup_order":
         day = slots["delivered"]

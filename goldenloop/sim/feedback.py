@@ -15,7 +15,7 @@ from goldenloop.sim.spans import lognormal_ms
 from goldenloop.sim.text import COMMENTS
 
 #: quality → (P(thumbs down), category, P(thumbs up))
-_RATES: Final[dict[str, tuple[float, str, float]]] = {
+FEEDBACK_RATES: Final[dict[str, tuple[float, str, float]]] = {
     "good": (0.012, "unhelpful", 0.06),
     "closing": (0.0, "other", 0.08),
     "wrong": (0.42, "wrong", 0.0),
@@ -25,8 +25,8 @@ _RATES: Final[dict[str, tuple[float, str, float]]] = {
     "refused": (0.03, "unhelpful", 0.01),
     "unsafe": (0.15, "unsafe", 0.0),
 }
-_SLOW_MS: Final = 12_000
-_SLOW_DOWN_RATE: Final = 0.12
+SLOW_MS: Final = 12_000
+SLOW_DOWN_RATE: Final = 0.12
 
 
 def _when(t_us: int) -> datetime:
@@ -36,10 +36,10 @@ def _when(t_us: int) -> datetime:
 class FeedbackMaker:
     def after_turn(self, s: Session, turn: Turn, result: TurnResult, out: list[Feedback]) -> None:
         rng = s.rng
-        down, category, up = _RATES.get(result.quality, (0.02, "other", 0.0))
+        down, category, up = FEEDBACK_RATES.get(result.quality, (0.02, "other", 0.0))
         latency_ms = (result.end_us - turn.t_us) / 1000
-        if latency_ms > _SLOW_MS and result.quality in ("good", "closing"):
-            down, category = _SLOW_DOWN_RATE, "slow"
+        if latency_ms > SLOW_MS and result.quality in ("good", "closing"):
+            down, category = SLOW_DOWN_RATE, "slow"
         draw = rng.random()
         rating: Literal["up", "down"]
         if draw < down:

@@ -11,12 +11,11 @@ every session) is whole inside one chunk.
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from goldenloop.ingest.raw import RawSpan
 from goldenloop.model import Feedback, Outcome
@@ -24,22 +23,20 @@ from goldenloop.sim import corpus
 from goldenloop.sim import knowledge as kb
 from goldenloop.sim.apps import run_turn
 from goldenloop.sim.config import (
-    APP_SHARE,
     BILLING_APP,
-    DIURNAL,
     EU_LOCALES,
     LOCALES,
     REFUND_APP,
     SEARCH_APP,
     TIERS,
-    WEEKLY,
     SimConfig,
 )
 from goldenloop.sim.feedback import FeedbackMaker
 from goldenloop.sim.manifest import ChunkTruth, SimManifest
+from goldenloop.sim.population import HOUR_US, Population, resource
 from goldenloop.sim.scenarios import Effects, ScenarioSchedule, to_us
 from goldenloop.sim.session import Session, Turn
-from goldenloop.sim.spans import lognormal_ms, normal
+from goldenloop.sim.spans import lognormal_ms
 from goldenloop.sim.text import (
     CLOSINGS,
     COUNTRIES,
@@ -51,11 +48,10 @@ from goldenloop.sim.text import (
     Intent,
 )
 
-_HOUR_US: Final = 3_600_000_000
-_TURN_CUMULATIVE: Final = (0.34, 0.60, 0.78, 0.89, 0.96, 1.0)  # 1..6 turns
-_BASE_INJECTION: Final = 0.004
-_BAD: Final = frozenset({"wrong", "unhelpful", "error", "truncated"})
-_CURRENCY: Final = {
+TURN_CUMULATIVE: Final = (0.34, 0.60, 0.78, 0.89, 0.96, 1.0)  # 1..6 turns
+BASE_INJECTION: Final = 0.004
+BAD_QUALITIES: Final = frozenset({"wrong", "unhelpful", "error", "truncated"})
+CURRENCY: Final = {
     "en-US": "USD", "en-GB": "GBP", "ja-JP": "JPY", "pt-BR": "BRL", "en-IN": "INR",
 }  # fmt: skip
 
@@ -95,11 +91,21 @@ def hourly_sessions(config: SimConfig) -> list[int]:
     return [generator.hour_sessions(hour)[2] for hour in range(generator.hours)]
 
 
+def traffic(config: SimConfig) -> Iterator[SimChunk]:
+    """The run's chunks from the engine ``config.engine`` names (``simulate`` is the
+    per-session one)."""
+    if config.engine == "columnar":
+        from goldenloop.sim.columnar import columnar_chunks  # it imports this module
+
+        return columnar_chunks(config)
+    return simulate(config)
+
+
 def generate_all(config: SimConfig) -> SimResult:
     """The whole run in memory, with its manifest (for tests and small demos)."""
     manifest = SimManifest.for_config(config)
     result = SimResult([], [], [], manifest)
-    for chunk in simulate(config):
+    for chunk in traffic(config):
         result.spans.extend(chunk.spans)
         result.feedback.extend(chunk.feedback)
         result.outcomes.extend(chunk.outcomes)
@@ -108,67 +114,37 @@ def generate_all(config: SimConfig) -> SimResult:
     return result
 
 
-def _resource(app: str, instrumentation: str) -> dict[str, Any]:
-    return {
-        "service.name": app,
-        "service.version": {"refund-assistant": "3.14.2", "support-search": "1.9.0"}.get(
-            app, "0.8.1"
-        ),
-        "deployment.environment.name": "production",
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
-        "goldenloop.instrumentation": instrumentation,
-    }
+def search_deploy_us(config: SimConfig) -> int:
+    """When support-search's second prompt version ships: 30% into the window."""
+    start, end = to_us(config.start), to_us(config.end)
+    return start + int((end - start) * 0.3)
 
 
 class _Generator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.start_us = to_us(config.start)
-        self.end_us = to_us(config.end)
+        self.population = population = Population(config)
+        self.start_us = population.start_us
+        self.end_us = population.end_us
+        self.hours = population.hours
         self.schedule = ScenarioSchedule(config.resolved_scenarios(), corpus.all_intents_by_app())
-        self.search_deploy_us = self.start_us + int((self.end_us - self.start_us) * 0.3)
-        shares = [APP_SHARE[a] for a in config.apps]
+        self.search_deploy_us = search_deploy_us(config)
         self.apps = config.apps
-        self.app_cum = [sum(shares[: i + 1]) / sum(shares) for i in range(len(shares))]
-        # Locale mix and volume per UTC hour: each locale follows its own local day.
-        self.locale_cum: list[list[float]] = []
-        totals = []
-        for hour in range(24):
-            weights = [loc.share * DIURNAL[(hour + loc.utc_offset) % 24] for loc in LOCALES]
-            total = sum(weights)
-            totals.append(total)
-            self.locale_cum.append([sum(weights[: i + 1]) / total for i in range(len(weights))])
-        mean_total = sum(totals) / 24
-        mean_week = sum(WEEKLY) / 7
-        self.hour_rate = [
-            [config.sessions_per_day / 24 * t / mean_total * w / mean_week for t in totals]
-            for w in WEEKLY
-        ]
-        expected = config.sessions_per_day * config.days
-        self.pool = [max(5, int(expected * loc.share / 2.5)) for loc in LOCALES]
-        tier_cum = [sum(s for _, s in TIERS[: i + 1]) for i in range(len(TIERS))]
-        self.tier_cut = [int(c * 1000) for c in tier_cum]
+        self.app_cum = population.app_cum
+        self.locale_cum = population.locale_cum
+        self.pool = population.pool
+        self.tier_cut = population.tier_cut
         self.resources = {
-            (app, oi): _resource(app, "openinference" if oi else "otel-genai")
+            (app, oi): resource(app, "openinference" if oi else "otel-genai")
             for app in self.apps
             for oi in (False, True)
         }
         self.flags_json: dict[tuple[tuple[str, str], ...], str] = {}
         self.feedback = FeedbackMaker()
-        self.hours = math.ceil((self.end_us - self.start_us) / _HOUR_US)
 
     # -- the loop ----------------------------------------------------------------------
     def hour_sessions(self, hour: int) -> tuple[random.Random, datetime, int]:
-        """The hour's RNG (after the draws that set its volume), its UTC start and how
-        many sessions start in it."""
-        rng = random.Random(self.config.seed * 1_000_003 + hour)
-        hour_start = self.start_us + hour * _HOUR_US
-        length = min(_HOUR_US, self.end_us - hour_start)
-        when = datetime.fromtimestamp(hour_start / 1e6, UTC)
-        expected = self.hour_rate[when.weekday()][when.hour] * length / _HOUR_US
-        expected *= math.exp(0.08 * normal(rng))
-        return rng, when, int(expected) + (rng.random() < expected - int(expected))
+        return self.population.hour_sessions(hour)
 
     def chunks(self, hours: range) -> Iterator[SimChunk]:
         cfg = self.config
@@ -176,8 +152,8 @@ class _Generator:
         total = 0
         for hour in hours:
             rng, when, count = self.hour_sessions(hour)
-            hour_start = self.start_us + hour * _HOUR_US
-            length = min(_HOUR_US, self.end_us - hour_start)
+            hour_start = self.start_us + hour * HOUR_US
+            length = min(HOUR_US, self.end_us - hour_start)
             starts = sorted(hour_start + int(rng.random() * length) for _ in range(count))
             for t0 in starts:
                 before = len(chunk.spans)
@@ -198,7 +174,7 @@ class _Generator:
         li = min(bisect.bisect_left(self.locale_cum[utc_hour], rng.random()), len(LOCALES) - 1)
         locale = LOCALES[li]
         key = li * 10_000_000 + int(self.pool[li] * rng.random() ** 1.7)
-        mixed = (key * 0x9E3779B97F4A7C15 + cfg.seed * 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+        mixed = self.population.user_mix(key)
         user_id = f"u_{mixed >> 24:010x}"
         tier_draw = (mixed >> 8) % 1000
         tier = TIERS[next(i for i, cut in enumerate(self.tier_cut) if tier_draw < cut or i == 2)][0]
@@ -222,15 +198,15 @@ class _Generator:
 
     def _turns(self, s: Session, t0: int, chunk: SimChunk) -> None:
         rng = s.rng
-        planned = bisect.bisect_left(_TURN_CUMULATIVE, rng.random()) + 1
+        planned = bisect.bisect_left(TURN_CUMULATIVE, rng.random()) + 1
         effects = self.schedule.effects(t0, s.app)
         intent = self._pick_intent(s, effects)
         inject_at = -1
         draw = rng.random()
         wave = effects.injection if effects.any else None
-        if draw < _BASE_INJECTION + (wave.rate if wave else 0.0):
+        if draw < BASE_INJECTION + (wave.rate if wave else 0.0):
             inject_at = rng.randrange(planned)
-        if draw < _BASE_INJECTION:
+        if draw < BASE_INJECTION:
             wave = None  # a baseline attempt, not the wave's
         t = t0
         previous = ""
@@ -274,7 +250,7 @@ class _Generator:
                 self.feedback.outcome(s, result, chunk.outcomes)
             quality = result.quality
             rephrase = False
-            if quality in _BAD and not closing:
+            if quality in BAD_QUALITIES and not closing:
                 draw = rng.random()
                 if draw < 0.3 and i < 5:
                     rephrase = True
@@ -283,10 +259,10 @@ class _Generator:
                     break
             t = result.end_us + int(lognormal_ms(rng, 9_000 if rephrase else 25_000, 0.7) * 1000)
             i += 1
-        if quality in _BAD:
+        if quality in BAD_QUALITIES:
             chunk.truth.failure("abandon", s.id)
         if s.app == SEARCH_APP and rng.random() < 0.5:
-            self.feedback.deflection(s, result, quality not in _BAD, chunk.outcomes)
+            self.feedback.deflection(s, result, quality not in BAD_QUALITIES, chunk.outcomes)
 
     # -- choices -----------------------------------------------------------------------
     def _pick_intent(self, s: Session, effects: Effects) -> Intent:
@@ -342,7 +318,7 @@ class _Generator:
 
     def _slots(self, rng: random.Random, locale: str, t0: int) -> dict[str, str]:
         amount = "%.2f" % (9 + rng.random() * 390)
-        currency = _CURRENCY.get(locale, "EUR")
+        currency = CURRENCY.get(locale, "EUR")
         delivered = datetime.fromtimestamp(t0 / 1e6, UTC) - timedelta(days=1 + rng.randrange(20))
         return {
             "order": f"ORD-{rng.randrange(1_000_000):06d}",

@@ -29,8 +29,8 @@ from typing import Final
 
 from goldenloop.pricing import PriceTable
 from goldenloop.sim.config import SimConfig
-from goldenloop.sim.generate import hourly_sessions, simulate
-from goldenloop.sim.pieces import LoadPiece, load_piece
+from goldenloop.sim.generate import hourly_sessions
+from goldenloop.sim.pieces import LoadPiece, part_pieces
 from goldenloop.sim.workers import WorkerJob, Workers
 
 #: Measured average spans per session with the default apps; sizes parts and runs.
@@ -76,7 +76,12 @@ def auto_workers(config: SimConfig) -> int:
 
 
 def plan_parts(config: SimConfig) -> list[range]:
-    """Cut the window into runs of whole hours of about ``_PART_SPANS`` estimated spans."""
+    """Cut the window into runs of whole hours of about ``_PART_SPANS`` estimated spans
+    (the columnar engine's batches: it needs big ones to be cheap per span)."""
+    if config.engine == "columnar":
+        from goldenloop.sim.columnar import plan_batches
+
+        return plan_batches(config)
     target = min(config.chunk_spans, _PART_SPANS)
     hourly = hourly_sessions(config)
     parts: list[range] = []
@@ -152,7 +157,10 @@ def _cut_piece(
     """Piece ``piece_index`` of ``part`` generated with the part's remaining span budget:
     the earlier pieces come out the same (the budget is not reached in them) and this
     one ends at the session where the whole run reaches ``max_spans``."""
-    for index, chunk in enumerate(simulate(budget, part)):
+    pieces = part_pieces(
+        budget, part, prices=prices, now_us=now_us, default_project=default_project
+    )
+    for index, piece in enumerate(pieces):
         if index == piece_index:
-            return load_piece(chunk, prices=prices, now_us=now_us, default_project=default_project)
+            return piece
     raise AssertionError(f"part {part} regenerated with fewer than {piece_index + 1} pieces")

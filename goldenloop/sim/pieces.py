@@ -1,11 +1,14 @@
-"""A chunk of simulated traffic ready to load: spans normalized into an Arrow table.
+"""A chunk of simulated traffic ready to load: spans as stored, in an Arrow table.
 
-Both bulk paths (in-process and worker processes) turn every ``SimChunk`` into a
-``LoadPiece`` the same way, so the writer sees the same rows whichever made them.
+Both bulk paths (in-process and worker processes) get their pieces from
+``part_pieces``, so the writer sees the same rows whichever made them. The
+per-session engine's spans are normalized as the server would; the columnar engine
+writes the stored rows directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -14,7 +17,8 @@ from goldenloop.ingest.arrow import span_batch_to_arrow
 from goldenloop.ingest.normalize import normalize_spans
 from goldenloop.model import Feedback, Outcome
 from goldenloop.pricing import PriceTable
-from goldenloop.sim.generate import SimChunk
+from goldenloop.sim.config import SimConfig
+from goldenloop.sim.generate import SimChunk, simulate
 from goldenloop.sim.manifest import ChunkTruth
 
 
@@ -42,3 +46,17 @@ def load_piece(
     return LoadPiece(
         span_batch_to_arrow(batch), generated, chunk.feedback, chunk.outcomes, chunk.truth
     )
+
+
+def part_pieces(
+    config: SimConfig, hours: range, *, prices: PriceTable, now_us: int, default_project: str
+) -> Iterator[LoadPiece]:
+    """The pieces of the sessions that start in ``hours``; ``config.max_spans`` counts
+    from the first of them."""
+    if config.engine == "columnar":
+        from goldenloop.sim.columnar import generate_batch
+
+        yield generate_batch(config, hours, now_us=now_us, prices=prices)
+        return
+    for chunk in simulate(config, hours):
+        yield load_piece(chunk, prices=prices, now_us=now_us, default_project=default_project)

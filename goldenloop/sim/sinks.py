@@ -25,9 +25,10 @@ import pyarrow as pa
 
 from goldenloop.ingest.raw import RawSpan
 from goldenloop.pricing import PriceTable
+from goldenloop.sim.columnar import columnar_pieces
 from goldenloop.sim.config import SimConfig
 from goldenloop.sim.gcpause import paused_gc
-from goldenloop.sim.generate import simulate
+from goldenloop.sim.generate import simulate, traffic
 from goldenloop.sim.manifest import SimManifest
 from goldenloop.sim.otlp import encode_otlp, feedback_body, outcome_body, trace_batches
 from goldenloop.sim.parallel import auto_workers, pieces_from_workers
@@ -104,6 +105,9 @@ class _GroupedWriter:
 def _pieces_in_process(
     config: SimConfig, *, prices: PriceTable, now_us: int, default_project: str
 ) -> Generator[LoadPiece, None, None]:
+    if config.engine == "columnar":
+        yield from columnar_pieces(config, now_us=now_us, prices=prices)
+        return
     for chunk in simulate(config):
         yield load_piece(chunk, prices=prices, now_us=now_us, default_project=default_project)
 
@@ -233,7 +237,7 @@ def send_over_otlp(
                   headers=span_headers)  # fmt: skip
             return len(spans)
 
-        for chunk in simulate(config):
+        for chunk in traffic(config):
             futures = [pool.submit(send_spans, b) for b in trace_batches(chunk.spans, batch_spans)]
             for future in futures:
                 sent = future.result()

@@ -26,12 +26,12 @@ from goldenloop.sim.spans import (
 )
 
 BASE_TOOL_ERROR_RATE: Final = 0.025
-_TOOL_ERRORS: Final = {
+TOOL_ERRORS: Final = {
     "lookup_order": ("OrderServiceTimeout", "order service did not answer within 5s"),
     "issue_refund": ("PaymentGatewayError", "payment gateway returned 502"),
 }
-_TOOL_MEDIAN_MS: Final = {"lookup_order": 180.0, "issue_refund": 420.0, "change_plan": 300.0}
-_OUTAGE_ERRORS: Final = {"openai": "APITimeoutError", "anthropic": "OverloadedError"}
+TOOL_MEDIAN_MS: Final = {"lookup_order": 180.0, "issue_refund": 420.0, "change_plan": 300.0}
+OUTAGE_ERRORS: Final = {"openai": "APITimeoutError", "anthropic": "OverloadedError"}
 JUDGE_MODEL: Final = MODELS["gpt-4o-mini"]
 
 
@@ -132,7 +132,7 @@ def llm(
     span = make_span(trace, span_id(rng), parent, span_name, t, end, attrs, session.resource)
     if failed:
         assert outage is not None
-        error = _OUTAGE_ERRORS.get(model.provider, outage.error_type)
+        error = OUTAGE_ERRORS.get(model.provider, outage.error_type)
         fail(span, error, f"{model.provider} request timed out after {int(latency)} ms")
         session.truth.failure("provider_error", session.id)
     session.spans.append(span)
@@ -155,7 +155,7 @@ def tool(
     spike = effects.tool_errors.get(name) if effects.any else None
     rate = spike.error_rate if spike is not None else error_rate
     failed = rng.random() < rate
-    median = _TOOL_MEDIAN_MS.get(name, 200.0)
+    median = TOOL_MEDIAN_MS.get(name, 200.0)
     end = t + int(lognormal_ms(rng, median * (8 if failed else 1), 0.6) * 1000)
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "execute_tool",
@@ -170,7 +170,7 @@ def tool(
         trace, span_id(rng), parent, "execute_tool " + name, t, end, attrs, session.resource
     )
     if failed:
-        error, message = _TOOL_ERRORS.get(name, ("ToolError", f"{name} failed"))
+        error, message = TOOL_ERRORS.get(name, ("ToolError", f"{name} failed"))
         if spike is not None:
             error = spike.error_type
             session.truth.scenario(spike.name, session.id)
@@ -229,7 +229,7 @@ JUDGE_RUBRIC: Final = (
     'tone unless it is rude. Reply with JSON: {"score": number, "label": "pass" or '
     '"fail", "reason": one sentence}.\n\n'
 )
-_JUDGE_SCORES: Final = {
+JUDGE_SCORES: Final = {
     "good": (0.75, 0.25), "closing": (0.8, 0.2), "wrong": (0.05, 0.3), "unhelpful": (0.3, 0.25),
     "error": (0.0, 0.2), "truncated": (0.35, 0.25), "refused": (0.7, 0.25), "unsafe": (0.05, 0.2),
 }  # fmt: skip
@@ -239,7 +239,7 @@ def judge(
     session: Session, trace: str, parent: str, t: int, *, question: str, answer: str, quality: str
 ) -> int:
     rng = session.rng
-    low, width = _JUDGE_SCORES.get(quality, (0.6, 0.4))
+    low, width = JUDGE_SCORES.get(quality, (0.6, 0.4))
     score = round(low + width * rng.random(), 3)
     label = "pass" if score >= 0.5 else "fail"
     verdict = f'{{"score": {score:.3f}, "label": "{label}"}}'

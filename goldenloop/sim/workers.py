@@ -3,7 +3,7 @@
 Each worker is a plain subprocess, ``python -m goldenloop.sim.worker_main``, like the
 server's decode workers (``goldenloop.ingest.pool``). This process writes the pickled
 ``WorkerJob`` to its stdin and closes it; for every chunk of every part of the job in
-order, the worker generates it, normalizes it as the server would and writes it to its
+order, the worker generates it (``pieces.part_pieces``) and writes it to its
 stdout: a pickled ``_PieceHeader`` (feedback, outcomes, ground truth) followed by the
 spans as one Arrow IPC stream, then ``_PartDone`` after the part's last chunk (or
 ``_WorkerFailed`` with the traceback if it fails). Its stderr is this process's, so a
@@ -43,9 +43,8 @@ from goldenloop.model import Feedback, Outcome
 from goldenloop.pricing import PriceTable
 from goldenloop.sim.config import SimConfig
 from goldenloop.sim.gcpause import paused_gc
-from goldenloop.sim.generate import simulate
 from goldenloop.sim.manifest import ChunkTruth
-from goldenloop.sim.pieces import LoadPiece, load_piece
+from goldenloop.sim.pieces import LoadPiece, part_pieces
 
 #: The module a worker process runs.
 WORKER_MODULE: Final = "goldenloop.sim.worker_main"
@@ -105,10 +104,11 @@ def _widen(fd: int) -> None:
 
 # -- the worker side ---------------------------------------------------------------------
 def _write_part(out: BinaryIO, job: WorkerJob, part: range) -> None:
-    for chunk in simulate(job.config, part):
-        piece = load_piece(
-            chunk, prices=job.prices, now_us=job.now_us, default_project=job.default_project
-        )
+    pieces = part_pieces(
+        job.config, part, prices=job.prices, now_us=job.now_us,
+        default_project=job.default_project,
+    )  # fmt: skip
+    for piece in pieces:
         header = _PieceHeader(piece.generated_spans, piece.feedback, piece.outcomes, piece.truth)
         pickle.dump(header, out, protocol=pickle.HIGHEST_PROTOCOL)
         with pa.ipc.new_stream(out, SPAN_SCHEMA) as writer:
