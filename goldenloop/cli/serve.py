@@ -20,6 +20,7 @@ from goldenloop.store import Store
 
 if TYPE_CHECKING:  # the simulator (and httpx with it) stays out of a plain `serve`
     from goldenloop.sim import SimConfig
+    from goldenloop.sim.config import Engine
     from goldenloop.sim.manifest import SimManifest
 
 
@@ -100,7 +101,23 @@ _workers_option = click.option(
 )
 
 
-def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | None) -> SimConfig:
+_engine_option = click.option(
+    "--engine",
+    type=click.Choice(["sessions", "columnar"]),
+    default="sessions",
+    show_default=True,
+    help="Traffic generator: 'sessions' (one session at a time) or 'columnar' (whole "
+    "batches at once with numpy, ~2.5x faster; same traffic model, different draws).",
+)
+
+
+def _sim_config(
+    seed: int,
+    days: float,
+    sessions_per_day: int,
+    end: datetime | None,
+    engine: Engine = "sessions",
+) -> SimConfig:
     from goldenloop.sim import SimConfig, default_scenarios
 
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -111,6 +128,7 @@ def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | N
         days=days,
         sessions_per_day=sessions_per_day,
         scenarios=default_scenarios(start, days),
+        engine=engine,
     )
 
 
@@ -129,6 +147,7 @@ def _sim_config(seed: int, days: float, sessions_per_day: int, end: datetime | N
     "--manifest", type=click.Path(dir_okay=False), help="Write the ground-truth manifest (JSON)."
 )
 @_workers_option
+@_engine_option
 def simulate(
     db: str | None,
     database_url: str | None,
@@ -139,6 +158,7 @@ def simulate(
     api_key: str | None,
     manifest: str | None,
     workers: int | None,
+    engine: Engine,
 ) -> None:
     """Generate realistic production traffic (several apps, injected incidents).
 
@@ -146,7 +166,7 @@ def simulate(
     running server exactly as an instrumented app would."""
     from goldenloop import sim
 
-    config = _sim_config(seed, days, sessions_per_day, None)
+    config = _sim_config(seed, days, sessions_per_day, None, engine)
     with progress_bar("simulating", None) as advance:
         if url:
             result = sim.send_over_otlp(url, config, api_key=api_key, progress=advance)

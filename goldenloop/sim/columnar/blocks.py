@@ -311,4 +311,7 @@ def build_table(
         "events": pc.if_else(failed, events, literal("[]")),
         "ingested_at": pa.array(np.full(n, now_us, np.int64)).cast(pa.timestamp("us")),
     }
-    return pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], schema=SPAN_SCHEMA)
+    table = pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], schema=SPAN_SCHEMA)
+    # One chunk per column: the per-block chunks would reach the store (and the pipe
+    # from a worker) as hundreds of tiny record batches, which cost DuckDB ~2x more.
+    return table.combine_chunks()
