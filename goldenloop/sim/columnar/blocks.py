@@ -133,7 +133,7 @@ def json_object(n: int, members: list[tuple[str, Any]]) -> pa.Array:
             pending = ""
     parts.append(pending + "}")
     if len(parts) == 1:
-        return strings([parts[0]] * n, pa.string())
+        return strings([parts[0]] * n)
     scalars = [literal(p) if isinstance(p, str) else p for p in parts]
     return pc.binary_join_element_wise(*scalars, literal(""))
 

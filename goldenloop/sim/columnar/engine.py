@@ -721,10 +721,7 @@ class Step:
     def _rates(self, rows: I64, names: list[str], base: float) -> stages.F64:
         spikes = self._spikes(rows, names)
         return np.array(
-            [
-                self.scenarios[spike].error_rate if spike >= 0 else base  # type: ignore[attr-defined]
-                for spike in spikes.tolist()
-            ]
+            [self.scenarios[spike].error_rate if spike >= 0 else base for spike in spikes.tolist()]
         )
 
     def _spikes(self, rows: I64, names: list[str]) -> I64:
@@ -1005,4 +1002,4 @@ def _last_error(step: Step, row: int) -> str | None:
         return None
     scenario = step.scenarios[outage]
     provider = "anthropic" if step.app[row] == SEARCH else "openai"
-    return OUTAGE_ERRORS.get(provider, scenario.error_type)  # type: ignore[attr-defined]
+    return OUTAGE_ERRORS.get(provider, str(getattr(scenario, "error_type", "UpstreamError")))

@@ -96,8 +96,9 @@ def draw_sessions(population: Population, hours: range) -> Sessions:
     parts = [p for p in parts if len(p)]
     if not parts:
         return _hour(population, hours.start, empty=True)
+    arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAY_FIELDS}
     return Sessions(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAY_FIELDS),
+        **arrays,
         ids=[i for p in parts for i in p.ids],
         user_ids=[u for p in parts for u in p.user_ids],
         slots=[s for p in parts for s in p.slots],

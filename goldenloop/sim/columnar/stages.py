@@ -164,8 +164,8 @@ def llm(
     hit = np.flatnonzero(outage >= 0)
     if len(hit):
         scenarios = [step.scenarios[i] for i in outage[hit].tolist()]
-        latency[hit] *= np.array([s.latency_multiplier for s in scenarios])  # type: ignore[attr-defined]
-        failed[hit] = g.random(len(hit)) < np.array([s.error_rate for s in scenarios])  # type: ignore[attr-defined]
+        latency[hit] *= np.array([s.latency_multiplier for s in scenarios])
+        failed[hit] = g.random(len(hit)) < np.array([s.error_rate for s in scenarios])
         for row, scenario in zip(rows[hit].tolist(), scenarios, strict=True):
             step.scenario(scenario.name, row)
     end = start + (latency * 1000).astype(np.int64)
@@ -178,7 +178,7 @@ def llm(
     messages: list[str | None] = [None] * n
     for i in np.flatnonzero(failed).tolist():
         model = MODEL_LIST[models[i]]
-        errors[i] = OUTAGE_ERRORS.get(model.provider) or step.scenarios[outage[i]].error_type  # type: ignore[attr-defined]
+        errors[i] = OUTAGE_ERRORS.get(model.provider) or step.scenarios[outage[i]].error_type
         messages[i] = f"{model.provider} request timed out after {int(latency[i])} ms"
         step.failure("provider_error", rows[i])
     # One block in row order; only the attributes differ by convention (rows with the
@@ -333,7 +333,7 @@ def tool(
         error, message = step.tool_error(names[i])
         if spikes[i] >= 0:
             spike = step.scenarios[spikes[i]]
-            error = spike.error_type  # type: ignore[attr-defined]
+            error = spike.error_type
             step.scenario(spike.name, rows[i])
         errors[i], messages[i] = error, message
         step.failure("tool_error", rows[i])
