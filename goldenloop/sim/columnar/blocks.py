@@ -223,6 +223,22 @@ def _column(blocks: list[dict[str, Any]], name: str) -> pa.ChunkedArray:
     )
 
 
+def _events(error_type: pa.ChunkedArray, message: pa.ChunkedArray, end: I64) -> pa.Array:
+    """``[]``, or the exception event OTel SDKs record on a failed span (at its end)."""
+    events: list[str] = ["[]"] * len(end)
+    failed = np.flatnonzero(pc.is_valid(error_type).to_numpy(zero_copy_only=False))
+    if len(failed):
+        take = pa.array(failed, pa.int64())
+        types = error_type.take(take).to_pylist()
+        messages = message.take(take).to_pylist()
+        for row, kind, text in zip(failed.tolist(), types, messages, strict=True):
+            events[row] = json_text(
+                [{"name": "exception", "time_unix_nano": int(end[row]) * 1000,
+                  "attributes": {"exception.type": kind, "exception.message": text}}]
+            )  # fmt: skip
+    return strings(events)
+
+
 def build_table(
     spans: SpanBlocks,
     turns: TurnColumns,
@@ -256,16 +272,7 @@ def build_table(
     parent = pc.if_else(bools(is_root), NULL, parent)
     error_type = varying["error_type"]
     failed = pc.is_valid(error_type)
-    events = pc.binary_join_element_wise(
-        literal('[{"name":"exception","time_unix_nano":'),
-        pa.array(end * 1000).cast(pa.string()),
-        literal(',"attributes":{"exception.type":'),
-        json_strings(error_type.fill_null(literal(""))),
-        literal(',"exception.message":'),
-        json_strings(varying["status_message"].fill_null(literal(""))),
-        literal("}}]"),
-        literal(""),
-    )
+    events = _events(error_type, varying["status_message"], end)
     empty_flags = literal("{}")
     carries = {
         name: bools(np.array([getattr(t, name) for t in templates])).take(template_rows)
@@ -308,10 +315,9 @@ def build_table(
         "output_text": varying["output_text"],
         "attributes": varying["attributes"],
         "resource": sessions.resource.take(session),
-        "events": pc.if_else(failed, events, literal("[]")),
+        "events": events,
         "ingested_at": pa.array(np.full(n, now_us, np.int64)).cast(pa.timestamp("us")),
     }
-    table = pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], schema=SPAN_SCHEMA)
-    # One chunk per column: the per-block chunks would reach the store (and the pipe
-    # from a worker) as hundreds of tiny record batches, which cost DuckDB ~2x more.
-    return table.combine_chunks()
+    # A chunk per block: combining them would copy every text once more, here, where
+    # generation is the bottleneck; DuckDB reads the chunks for ~10% more of its time.
+    return pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], schema=SPAN_SCHEMA)

@@ -43,8 +43,6 @@ from goldenloop.sim.columnar.blocks import (
     TurnColumns,
     bools,
     hex_ids,
-    json_object,
-    json_strings,
     json_text,
     quoted,
     strings,
@@ -298,6 +296,8 @@ class Step:
         prompts = self._prompts()
         self.prompts = strings(prompts)
         self.prompt_json = quoted(self.prompts)
+        self.prompt_list = prompts
+        self.flags_text = [_FLAGS_SENT_TEXT[f] for f in s.flag_set[rows].tolist()]
         self.flags_sent_json = _FLAGS_SENT_JSON.take(pa.array(s.flag_set[rows]))
         trace = hex_ids(g, n, 16)
         search = self.app == SEARCH
@@ -589,59 +589,113 @@ class Step:
         b = self.batch
         end = start + stages.lognormal_us(g, 140.0, 0.45, n)
         s = b.sessions
-        index = [INDEXES[s.index[self.rows[i]]] for i in rows.tolist()]
-        doc_ids = strings([json_text(list(f.doc_ids)) for f in found])
-        oi = self.openinference[rows]
-        for group in (np.flatnonzero(~oi), np.flatnonzero(oi)):
-            if not len(group):
-                continue
-            picked = rows[group]
-            versions = quoted(strings([index[i] for i in group.tolist()]))
-            docs = doc_ids.take(pa.array(group))
-            if oi[group[0]]:
-                members: list[tuple[str, Any]] = [
-                    ("openinference.span.kind", '"RETRIEVER"'),
-                    ("retrieval.index.version", versions),
-                    ("goldenloop.retrieval.doc_ids", docs),
-                ]
+        indexes = s.index[self.rows[rows]].tolist()
+        apps = self.app[rows].tolist()
+        openinference = self.openinference[rows].tolist()
+        template = self.blocks.template(Template("retrieval kb_search", "retrieval", index=True))
+        attributes = []
+        for found_one, index, app, oi in zip(found, indexes, apps, openinference, strict=True):
+            docs = _doc_ids_json(found_one)
+            version = INDEXES[index]
+            if oi:
+                attributes.append(
+                    f'{{"openinference.span.kind":"RETRIEVER","retrieval.index.version":'
+                    f'"{version}","goldenloop.retrieval.doc_ids":{docs}}}'
+                )
             else:
-                members = [
-                    ("gen_ai.operation.name", '"retrieval"'),
-                    ("gen_ai.data_source.id", strings([json_text(ALL_APPS[a] + "-kb") for a in self.app[picked].tolist()])),
-                    (cv.INDEX_VERSION, versions),
-                    ("goldenloop.retrieval.top_k", strings([str(len(found[i].doc_ids)) for i in group.tolist()])),
-                    ("goldenloop.retrieval.doc_ids", docs),
-                ]  # fmt: skip
-            template = self.blocks.template(
-                Template("retrieval kb_search", "retrieval", index=True)
-            )
-            self.blocks.add(
-                self.turn_ids[picked], template, start[group], end[group],
-                attributes=json_object(len(group), members),
-                input_text=[messages[i] for i in picked.tolist()] if self.full_text else None,
-                output_text=[found[i].text for i in group.tolist()] if self.full_text else None,
-            )  # fmt: skip
+                attributes.append(
+                    f'{{"gen_ai.operation.name":"retrieval","gen_ai.data_source.id":'
+                    f'"{ALL_APPS[app]}-kb","{cv.INDEX_VERSION}":"{version}",'
+                    f'"goldenloop.retrieval.top_k":{len(found_one.doc_ids)},'
+                    f'"goldenloop.retrieval.doc_ids":{docs}}}'
+                )
+        self.blocks.add(
+            self.turn_ids[rows], template, start, end, attributes=strings(attributes),
+            input_text=[messages[i] for i in rows.tolist()] if self.full_text else None,
+            output_text=[f.text for f in found] if self.full_text else None,
+        )  # fmt: skip
         return end
 
     def _tools(
         self, result: _TurnResult, rows: I64, clock: I64, intent: I64, tool_texts: list[str]
     ) -> None:
         """Each intent's tools with one retry each, or a loop until the breaker trips."""
-        b, g = self.batch, self.g
-        s = b.sessions
+        g = self.g
         breaker = g.random(len(rows)) < BREAKER_RATE
-        looping = rows[breaker]
-        for _ in range(BREAKER_LIMIT):
-            if not len(looping):
+        if breaker.any():
+            self._breaker(result, rows[breaker], clock, intent)
+        going = rows[~breaker]
+        if not len(going):
+            return
+        slots = [self.batch.sessions.slots[r] for r in self.rows[going].tolist()]
+        wrong = (result.quality[going] == WRONG).tolist()
+        refunds = [
+            round(float(slot["amount_value"]) * 0.85, 2) if bad else float(slot["amount_value"])
+            for slot, bad in zip(slots, wrong, strict=True)
+        ]
+        specs = [INTENTS[i] for i in intent[going].tolist()]
+        outputs: list[list[str]] = [[] for _ in specs]
+        ok_so_far = [True] * len(specs)
+        for position in range(max(len(spec.tools) for spec in specs)):
+            local = [
+                c for c, spec in enumerate(specs) if ok_so_far[c] and len(spec.tools) > position
+            ]
+            if not local:
                 break
-            names = [INTENTS[intent[i]].tools[0] for i in looping.tolist()]
-            end, _ok = stages.tool(
-                self, looping, clock[looping], names=names,
-                arguments=[f'{{"order_id": "{s.slots[self.rows[i]]["order"]}"}}' for i in looping.tolist()],
-                results=['{"status": "pending"}'] * len(looping),
-                rates=self._rates(looping, names, 0.3), spikes=self._spikes(looping, names),
-            )  # fmt: skip
-            clock[looping] = end + stages.gaps(g, len(looping))
+            current = going[local]
+            names = [specs[c].tools[position] for c in local]
+            io = [
+                tool_io(name, slots[c], refunds[c], wrong[c])
+                for name, c in zip(names, local, strict=True)
+            ]
+            arguments = [a for a, _ in io]
+            texts = [r for _, r in io]
+            end, ok = self._call_tools(
+                current, clock, names, arguments, texts, BASE_TOOL_ERROR_RATE
+            )
+            retry = np.flatnonzero(~ok)
+            if len(retry):
+                again = current[retry]
+                picks = retry.tolist()
+                _, ok_again = self._call_tools(
+                    again, clock, [names[i] for i in picks], [arguments[i] for i in picks],
+                    [texts[i] for i in picks], BASE_TOOL_ERROR_RATE,
+                )  # fmt: skip
+                result.iterations[again] += 1
+                for i in again[~ok_again].tolist():
+                    self.failure("tool_error_streak", i)
+                ok[retry] = ok_again
+            result.iterations[current] += 1
+            for c, name, text, fine in zip(local, names, texts, ok.tolist(), strict=True):
+                if fine:
+                    outputs[c].append("\n# Tool " + name + "\n" + text)
+                else:
+                    ok_so_far[c] = False
+        for c, i in enumerate(going.tolist()):
+            spec = specs[c]
+            if not ok_so_far[c]:
+                if spec.outcome:
+                    result.outcomes[i] = (spec.outcome, False, None, {"reason": "tool_error"})
+                result.answers[i], result.quality[i] = TOOL_FAILED, UNHELPFUL_Q
+                continue
+            tool_texts[i] = "".join(outputs[c])
+            if spec.outcome:
+                attrs: dict[str, Any] = (
+                    {"order_id": slots[c]["order"]} if self.app[i] == REFUND else {}
+                )
+                if wrong[c]:
+                    attrs["reason"] = "restocking_fee_applied"
+                result.outcomes[i] = (spec.outcome, not wrong[c], refunds[c], attrs)
+        clock[going] += stages.gaps(g, len(going))
+
+    def _breaker(self, result: _TurnResult, looping: I64, clock: I64, intent: I64) -> None:
+        """The agent calls its first tool over and over until the breaker trips."""
+        slots = self.batch.sessions.slots
+        names = [INTENTS[i].tools[0] for i in intent[looping].tolist()]
+        arguments = [f'{{"order_id": "{slots[r]["order"]}"}}' for r in self.rows[looping].tolist()]
+        pending = ['{"status": "pending"}'] * len(looping)
+        for _ in range(BREAKER_LIMIT):
+            self._call_tools(looping, clock, names, arguments, pending, 0.3)
         for i in looping.tolist():
             result.iterations[i] = BREAKER_LIMIT + 1
             result.breaker[i] = True
@@ -650,87 +704,30 @@ class Step:
             outcome = INTENTS[intent[i]].outcome
             if outcome:
                 result.outcomes[i] = (outcome, False, None, {"reason": "circuit_breaker"})
-        going = rows[~breaker]
-        wrong = {i: result.quality[i] == WRONG for i in going.tolist()}
-        refunds = {}
-        for i in going.tolist():
-            amount = float(s.slots[self.rows[i]]["amount_value"])
-            refunds[i] = round(amount * 0.85, 2) if wrong[i] else amount
-        results: dict[int, list[str]] = {i: [] for i in going.tolist()}
-        failed_tools = np.zeros(len(going), bool)
-        for position in range(
-            max((len(INTENTS[intent[i]].tools) for i in going.tolist()), default=0)
-        ):
-            has = np.array([len(INTENTS[intent[i]].tools) > position for i in going.tolist()], bool)
-            current = going[has & ~failed_tools]
-            if not len(current):
-                break
-            names = [INTENTS[intent[i]].tools[position] for i in current.tolist()]
-            io = [
-                tool_io(name, s.slots[self.rows[i]], refunds[i], wrong[i])
-                for name, i in zip(names, current.tolist(), strict=True)
-            ]
-            arguments = [a for a, _ in io]
-            outputs = [r for _, r in io]
-            end, ok = stages.tool(
-                self, current, clock[current], names=names, arguments=arguments, results=outputs,
-                rates=self._rates(current, names, BASE_TOOL_ERROR_RATE),
-                spikes=self._spikes(current, names),
-            )  # fmt: skip
-            clock[current] = end + stages.gaps(g, len(current))
-            retry = np.flatnonzero(~ok)
-            if len(retry):
-                again = current[retry]
-                again_names = [names[i] for i in retry.tolist()]
-                end2, ok2 = stages.tool(
-                    self, again, clock[again], names=again_names,
-                    arguments=[arguments[i] for i in retry.tolist()],
-                    results=[outputs[i] for i in retry.tolist()],
-                    rates=self._rates(again, again_names, BASE_TOOL_ERROR_RATE),
-                    spikes=self._spikes(again, again_names),
-                )  # fmt: skip
-                clock[again] = end2 + stages.gaps(g, len(again))
-                for i in again.tolist():
-                    result.iterations[i] += 1
-                for i in again[~ok2].tolist():
-                    self.failure("tool_error_streak", i)
-                ok[retry] = ok2
-            for i in current.tolist():
-                result.iterations[i] += 1
-            for c, i in enumerate(current.tolist()):
-                if ok[c]:
-                    results[i].append("\n# Tool " + names[c] + "\n" + outputs[c])
-            failed_tools[np.isin(going, current[~ok])] = True
-        for position, i in enumerate(going.tolist()):
-            spec = INTENTS[intent[i]]
-            if failed_tools[position]:
-                if spec.outcome:
-                    result.outcomes[i] = (spec.outcome, False, None, {"reason": "tool_error"})
-                result.answers[i], result.quality[i] = TOOL_FAILED, UNHELPFUL_Q
-                continue
-            tool_texts[i] = "".join(results[i])
-            if spec.outcome:
-                attrs: dict[str, Any] = (
-                    {"order_id": s.slots[self.rows[i]]["order"]} if self.app[i] == REFUND else {}
-                )
-                if wrong[i]:
-                    attrs["reason"] = "restocking_fee_applied"
-                result.outcomes[i] = (spec.outcome, not wrong[i], refunds[i], attrs)
-        clock[going] += stages.gaps(g, len(going))
 
-    def _rates(self, rows: I64, names: list[str], base: float) -> stages.F64:
-        spikes = self._spikes(rows, names)
-        return np.array(
-            [self.scenarios[spike].error_rate if spike >= 0 else base for spike in spikes.tolist()]
-        )
-
-    def _spikes(self, rows: I64, names: list[str]) -> I64:
-        out = np.full(len(rows), -1, np.int64)
-        for c, (row, name) in enumerate(zip(rows.tolist(), names, strict=True)):
-            spike = self.effects.spikes.get(name)
-            if spike is not None:
-                out[c] = spike[row]
-        return out
+    def _call_tools(
+        self,
+        rows: I64,
+        clock: I64,
+        names: list[str],
+        arguments: list[str],
+        results: list[str],
+        base_rate: float,
+    ) -> tuple[I64, Mask]:
+        """One call per row at ``clock``, which moves past it; spikes raise error rates."""
+        spikes = np.full(len(rows), -1, np.int64)
+        for tool, spike in self.effects.spikes.items():
+            hit = np.array([name == tool for name in names], bool)
+            spikes[hit] = spike[rows[hit]]
+        rates = np.full(len(rows), base_rate)
+        for index in np.unique(spikes[spikes >= 0]).tolist():
+            rates[spikes == index] = self.scenarios[index].error_rate  # type: ignore[attr-defined]
+        end, ok = stages.tool(
+            self, rows, clock[rows], names=names, arguments=arguments, results=results,
+            rates=rates, spikes=spikes,
+        )  # fmt: skip
+        clock[rows] = end + stages.gaps(self.g, len(rows))
+        return end, ok
 
     def _root(
         self,
@@ -753,66 +750,57 @@ class Step:
         for i in np.flatnonzero(~result.breaker & (result.quality == ERROR)).tolist():
             errors[i] = result.error_types[i] or "UpstreamError"
             texts[i] = "the answer could not be generated"
-        failed = np.array([e is not None for e in errors])
-        error_json = json_strings(strings([e or "" for e in errors]))
-        ids = strings(s.ids).take(pa.array(rows))
-        users = strings(s.user_ids).take(pa.array(rows))
-        tiers = strings([json_text(t) for t, _ in TIERS]).take(pa.array(s.tier[rows]))
-        locales = strings([json_text(loc.code) for loc in LOCALES]).take(pa.array(s.locale[rows]))
-        indexes = strings([json_text(i) for i in INDEXES]).take(pa.array(s.index[rows]))
-        prompt_json = self.prompt_json
-        for app in np.unique(self.app).tolist():
-            for oi in (False, True):
-                group = np.flatnonzero((self.app == app) & (self.openinference == oi))
-                if not len(group):
-                    continue
-                take = pa.array(group)
-                common: list[tuple[str, Any]] = [
-                    (cv.USER_ID, quoted(users.take(take))),
-                    (cv.CUSTOMER_TIER, tiers.take(take)),
-                    (cv.LOCALE, locales.take(take)),
-                    (cv.FEATURE_FLAGS, self.flags_sent_json.take(take)),
-                    (cv.PROMPT_HASH, prompt_json.take(take)),
-                ]
-                if app != BILLING:
-                    common.append((cv.INDEX_VERSION, indexes.take(take)))
-                if app == SEARCH:
-                    kind = (
-                        ("openinference.span.kind", '"CHAIN"') if oi else (cv.SPAN_KIND, '"chain"')
-                    )
-                    members = [kind, (cv.SESSION_ID, quoted(ids.take(take))), *common]
-                    template = Template(
-                        "support_answer", "chain", prompt=True, flags=True, index=True
-                    )
-                else:
-                    members = [
-                        ("gen_ai.operation.name", '"invoke_agent"'),
-                        ("gen_ai.agent.name", json_text(ALL_APPS[app])),
-                        (cv.MESSAGE_ID, quoted(message_id.take(take))),
-                        (
-                            "goldenloop.agent.iterations",
-                            pa.array(result.iterations[group]).cast(pa.string()),
-                        ),
-                        (
-                            cv.SESSION_ID if app == REFUND else cv.CONVERSATION_ID,
-                            quoted(ids.take(take)),
-                        ),
-                        *common,
-                        ("goldenloop.circuit_breaker.tripped", (result.breaker[group], "true")),
-                    ]
-                    template = Template(
-                        "invoke_agent " + ALL_APPS[app], "agent", prompt=True, flags=True,
-                        index=app != BILLING,
-                    )  # fmt: skip
-                members.append(("error.type", (failed[group], error_json.take(take))))
-                self.blocks.add(
-                    self.turn_ids[group], self.blocks.template(template),
-                    start[group], end[group], attributes=json_object(len(group), members),
-                    input_text=[messages[i] for i in group.tolist()],
-                    output_text=[result.answers[i] for i in group.tolist()],
-                    error_type=[errors[i] for i in group.tolist()],
-                    status_message=[texts[i] for i in group.tolist()],
-                )  # fmt: skip
+        any_failed = any(e is not None for e in errors)
+        session_ids = s.ids
+        user_ids = s.user_ids
+        tiers = s.tier[rows].tolist()
+        locales = s.locale[rows].tolist()
+        indexes = s.index[rows].tolist()
+        flag_sets = s.flag_set[rows].tolist()
+        messages_ids = message_id.to_pylist()
+        iterations = result.iterations.tolist()
+        breakers = result.breaker.tolist()
+        apps = self.app.tolist()
+        openinference = self.openinference.tolist()
+        templates = {
+            (app, oi): self.blocks.template(_root_template(app, oi))
+            for app in set(apps)
+            for oi in (False, True)
+        }
+        attributes = []
+        for i, row in enumerate(rows.tolist()):
+            app = apps[i]
+            common = (
+                f'"{cv.USER_ID}":"{user_ids[row]}","{cv.CUSTOMER_TIER}":"{_TIER_NAMES[tiers[i]]}",'
+                f'"{cv.LOCALE}":"{_LOCALE_CODES[locales[i]]}",'
+                f'"{cv.FEATURE_FLAGS}":{_FLAGS_SENT_TEXT[flag_sets[i]]},'
+                f'"{cv.PROMPT_HASH}":"{prompts[i]}"'
+            )
+            if app != BILLING:
+                common += f',"{cv.INDEX_VERSION}":"{INDEXES[indexes[i]]}"'
+            if app == SEARCH:
+                kind = _OI_CHAIN if openinference[i] else _GL_CHAIN
+                text = f'{{{kind},"{cv.SESSION_ID}":"{session_ids[row]}",{common}'
+            else:
+                key = cv.SESSION_ID if app == REFUND else cv.CONVERSATION_ID
+                text = (
+                    f'{{"gen_ai.operation.name":"invoke_agent","gen_ai.agent.name":"{ALL_APPS[app]}",'
+                    f'"{cv.MESSAGE_ID}":"{messages_ids[i]}",'
+                    f'"goldenloop.agent.iterations":{iterations[i]},'
+                    f'"{key}":"{session_ids[row]}",{common}'
+                )
+                if breakers[i]:
+                    text += ',"goldenloop.circuit_breaker.tripped":true'
+            if errors[i] is not None:
+                text += ',"error.type":' + json_text(errors[i])
+            attributes.append(text + "}")
+        self.blocks.add(
+            self.turn_ids, np.array([templates[a, o] for a, o in zip(apps, openinference, strict=True)]),
+            start, end, attributes=strings(attributes), input_text=messages,
+            output_text=result.answers,
+            error_type=errors if any_failed else None,
+            status_message=texts if any_failed else None,
+        )  # fmt: skip
 
     def _feedback(
         self,
@@ -882,6 +870,30 @@ class Step:
                     attributes=attributes, created_at=_when(int(end[i] + delay[c])),
                 )
             )  # fmt: skip
+
+
+_DOC_IDS: dict[tuple[str, ...], str] = {}
+
+
+def _doc_ids_json(found: corpus.Retrieved) -> str:
+    text = _DOC_IDS.get(found.doc_ids)
+    if text is None:
+        text = _DOC_IDS[found.doc_ids] = json_text(list(found.doc_ids))
+    return text
+
+
+_TIER_NAMES: Final = tuple(t for t, _ in TIERS)
+_LOCALE_CODES: Final = tuple(loc.code for loc in LOCALES)
+_FLAGS_SENT_TEXT: Final = tuple(json_text(flags) for flags in FLAGS_SENT)
+_OI_CHAIN: Final = '"openinference.span.kind":"CHAIN"'
+_GL_CHAIN: Final = f'"{cv.SPAN_KIND}":"chain"'
+
+
+def _root_template(app: int, openinference: bool) -> Template:
+    if app == SEARCH:
+        return Template("support_answer", "chain", prompt=True, flags=True, index=True)
+    name = "invoke_agent " + ALL_APPS[app]
+    return Template(name, "agent", prompt=True, flags=True, index=app != BILLING)
 
 
 class _TextParts:

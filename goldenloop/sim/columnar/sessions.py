@@ -8,7 +8,6 @@ depend on which other hours are generated with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -49,6 +48,7 @@ INDEXES: Final = (kb.OLD_INDEX, kb.CURRENT_INDEX)
 _EU: Final = np.array([loc.eu for loc in LOCALES])
 _USER_MIX_A: Final = np.uint64(0x9E3779B97F4A7C15)
 _DAY_US: Final = 86_400_000_000
+_CURRENCIES: Final = tuple(CURRENCY.get(loc.code, "EUR") for loc in LOCALES)
 
 
 @dataclass
@@ -164,22 +164,24 @@ def _slots(
     countries = g.integers(0, len(COUNTRIES), n).tolist()
     plans = g.integers(0, len(PLANS), n).tolist()
     amounts = (9 + g.random(n) * 390).tolist()
-    delivered_us = (t0 - (1 + g.integers(0, 20, n)) * _DAY_US).tolist()
+    days = t0 // _DAY_US - (1 + g.integers(0, 20, n))
+    delivered = days.astype("datetime64[D]").astype(str).tolist()
+    currencies = [_CURRENCIES[i] for i in locale.tolist()]
     out = []
-    for i in range(n):
-        amount = f"{amounts[i]:.2f}"
-        currency = CURRENCY.get(LOCALES[locale[i]].code, "EUR")
-        delivered = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=delivered_us[i])
+    for order, product, country, plan, value, currency, day in zip(
+        orders, products, countries, plans, amounts, currencies, delivered, strict=True
+    ):
+        amount = f"{value:.2f}"
         out.append(
             {
-                "order": f"ORD-{orders[i]:06d}",
-                "product": PRODUCTS[products[i]],
-                "country": COUNTRIES[countries[i]],
-                "plan": PLANS[plans[i]],
+                "order": f"ORD-{order:06d}",
+                "product": PRODUCTS[product],
+                "country": COUNTRIES[country],
+                "plan": PLANS[plan],
                 "amount_value": amount,
                 "amount": amount + " " + currency,
                 "currency": currency,
-                "delivered": delivered.date().isoformat(),
+                "delivered": day,
             }
         )
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from goldenloop import conventions as cv
@@ -21,13 +22,9 @@ from goldenloop.pricing import PriceTable
 from goldenloop.sim.columnar.blocks import (
     SpanBlocks,
     Template,
-    hex_ids,
     json_numbers,
     json_object,
-    json_strings,
     json_text,
-    literal,
-    quoted,
     strings,
 )
 from goldenloop.sim.spans import MODELS
@@ -85,6 +82,18 @@ def _finish_reasons(openinference: bool) -> list[list[str]]:
 
 
 _REASONS: Final = {oi: _finish_reasons(oi) for oi in (False, True)}
+#: What every chat span's attributes start with, per model (up to a number that varies).
+_GENAI_HEAD: Final = tuple(
+    f'{{"gen_ai.operation.name":"chat","gen_ai.provider.name":"{m.provider}",'
+    f'"gen_ai.request.model":"{m.request}","gen_ai.response.model":"{m.response}",'
+    '"gen_ai.request.max_tokens":'
+    for m in MODEL_LIST
+)
+_OI_HEAD: Final = tuple(
+    f'{{"openinference.span.kind":"LLM","llm.provider":"{m.provider}",'
+    f'"llm.model_name":"{m.response}","llm.token_count.prompt":'
+    for m in MODEL_LIST
+)
 
 
 def _cost(model: I64, in_tok: I64, out_tok: I64) -> F64:
@@ -181,39 +190,45 @@ def llm(
         errors[i] = OUTAGE_ERRORS.get(model.provider) or step.scenarios[outage[i]].error_type
         messages[i] = f"{model.provider} request timed out after {int(latency[i])} ms"
         step.failure("provider_error", rows[i])
-    # One block in row order; only the attributes differ by convention (rows with the
-    # other one are a few, so building them apart and putting them back costs little,
-    # unlike splitting the prompts, which are ~8 KB each).
-    openinference = step.openinference[rows]
-    templates = np.empty(n, np.int64)
-    stop_reasons: list[str] = [""] * n
-    attribute_parts = []
-    positions = []
-    for oi in (False, True):
-        group = np.flatnonzero(openinference == oi)
-        if not len(group):
-            continue
-        table = _REASONS[oi]
-        reasons = [
-            table[m][o]
-            for m, o in zip(models[group].tolist(), outcome[group].tolist(), strict=True)
-        ]
-        for i, reason in zip(group.tolist(), reasons, strict=True):
-            stop_reasons[i] = _STOP[reason]
-        ids = np.array([_llm_template(blocks, m, oi) for m in range(len(MODEL_LIST))])
-        templates[group] = ids[models[group]]
-        attribute_parts.append(
-            _llm_attributes(
-                step, rows[group], models[group], oi, max_tokens, in_tok[group],
-                out_tok[group], reasons, reported[group], explicit[group],
-                [errors[i] for i in group.tolist()],
+    # Attributes as each instrumentation sends them, one JSON text per row.
+    openinference = step.openinference[rows].tolist()
+    model_list = models.tolist()
+    pairs = list(zip(model_list, openinference, strict=True))
+    known = {pair: _llm_template(blocks, *pair) for pair in set(pairs)}
+    templates = np.array([known[pair] for pair in pairs], np.int64)
+    stop_reasons: list[str] = []
+    attrs: list[str] = []
+    step_rows = rows.tolist()
+    for i, (m, o, oi, tokens_in, tokens_out, shown, cost_reported) in enumerate(
+        zip(
+            model_list, outcome.tolist(), openinference, in_tok.tolist(), out_tok.tolist(),
+            explicit.tolist(), reported.tolist(), strict=True,
+        )
+    ):  # fmt: skip
+        reason = _REASONS[oi][m][o]
+        stop_reasons.append(_STOP[reason])
+        row = step_rows[i]
+        prompt, flags = step.prompt_list[row], step.flags_text[row]
+        if oi:
+            text = (
+                f'{_OI_HEAD[m]}{tokens_in},"llm.token_count.completion":{tokens_out},'
+                f'"llm.token_count.total":{tokens_in + tokens_out},'
+                f'"llm.prompt_template.version":"{prompt}",'
+                f'"llm.invocation_parameters":"{{\\"max_tokens\\": {max_tokens}}}",'
+                f'"{cv.STOP_REASON}":"{reason}","{cv.FEATURE_FLAGS}":{flags}'
             )
-        )  # fmt: skip
-        positions.append(group)
-    attrs = attribute_parts[0]
-    if len(attribute_parts) > 1:
-        order = np.argsort(np.concatenate(positions), kind="stable")
-        attrs = pa.concat_arrays(attribute_parts).take(pa.array(order, pa.int64()))
+        else:
+            text = (
+                f'{_GENAI_HEAD[m]}{max_tokens},"gen_ai.usage.input_tokens":{tokens_in},'
+                f'"gen_ai.usage.output_tokens":{tokens_out},'
+                f'"gen_ai.response.finish_reasons":["{reason}"],'
+                f'"{cv.PROMPT_HASH}":"{prompt}","{cv.FEATURE_FLAGS}":{flags}'
+            )
+        if shown:
+            text += f',"{cv.COST_USD}":' + orjson.dumps(cost_reported).decode()
+        if errors[i] is not None:
+            text += ',"error.type":' + json_text(errors[i])
+        attrs.append(text + "}")
     any_failed = bool(failed.any())
     blocks.add(
         step.turn_ids[rows], templates, start, end, input_tokens=in_tok,
@@ -224,7 +239,7 @@ def llm(
              if any_failed else outputs)
             if full else None
         ),
-        attributes=attrs,
+        attributes=strings(attrs),
         error_type=errors if any_failed else None,
         status_message=messages if any_failed else None,
     )  # fmt: skip
@@ -253,61 +268,6 @@ def _llm_template(blocks: SpanBlocks, model_index: int, openinference: bool) -> 
     return blocks.template(
         Template(name, "llm", model.response, model.provider, prompt=True, flags=True)
     )
-
-
-def _llm_attributes(
-    step: Step,
-    rows: I64,
-    models: I64,
-    openinference: bool,
-    max_tokens: int,
-    in_tok: I64,
-    out_tok: I64,
-    reasons: list[str],
-    cost: F64,
-    explicit: Mask,
-    errors: list[str | None],
-) -> pa.Array:
-    n = len(rows)
-    model_rows = pa.array(models, pa.int64())
-    providers = _PROVIDER_JSON.take(model_rows)
-    responses = _RESPONSE_JSON.take(model_rows)
-    ins = pa.array(in_tok, pa.int64()).cast(pa.string())
-    outs = pa.array(out_tok, pa.int64()).cast(pa.string())
-    step_rows = pa.array(rows, pa.int64())
-    prompt = step.prompt_json.take(step_rows)
-    flags = step.flags_sent_json.take(step_rows)
-    failed = np.array([e is not None for e in errors])
-    cost_json = json_numbers(cost.tolist(), explicit)
-    error_json = json_strings(strings([e or "" for e in errors])) if failed.any() else literal("")
-    if openinference:
-        members: list[tuple[str, Any]] = [
-            ("openinference.span.kind", '"LLM"'),
-            ("llm.provider", providers),
-            ("llm.model_name", responses),
-            ("llm.token_count.prompt", ins),
-            ("llm.token_count.completion", outs),
-            ("llm.token_count.total", pa.array(in_tok + out_tok, pa.int64()).cast(pa.string())),
-            ("llm.prompt_template.version", prompt),
-            ("llm.invocation_parameters", json_text(f'{{"max_tokens": {max_tokens}}}')),
-            (cv.STOP_REASON, strings([f'"{r}"' for r in reasons])),
-            (cv.FEATURE_FLAGS, flags),
-        ]
-    else:
-        members = [
-            ("gen_ai.operation.name", '"chat"'),
-            ("gen_ai.provider.name", providers),
-            ("gen_ai.request.model", _REQUEST_JSON.take(model_rows)),
-            ("gen_ai.response.model", responses),
-            ("gen_ai.request.max_tokens", str(max_tokens)),
-            ("gen_ai.usage.input_tokens", ins),
-            ("gen_ai.usage.output_tokens", outs),
-            ("gen_ai.response.finish_reasons", strings([f'["{r}"]' for r in reasons])),
-            (cv.PROMPT_HASH, prompt),
-            (cv.FEATURE_FLAGS, flags),
-        ]
-    members += [(cv.COST_USD, (explicit, cost_json)), ("error.type", (failed, error_json))]
-    return json_object(n, members)
 
 
 def tool(
@@ -342,23 +302,27 @@ def tool(
         for name in set(names)
     }
     templates = np.array([known[name] for name in names], np.int64)
-    args = pa.array(arguments, pa.string())
-    attrs = json_object(
-        n,
-        [
-            ("gen_ai.operation.name", '"execute_tool"'),
-            ("gen_ai.tool.name", quoted(strings(names))),
-            ("gen_ai.tool.type", '"function"'),
-            ("gen_ai.tool.call.id", quoted(hex_ids(g, n, 6, "call_"))),
-            ("gen_ai.tool.call.arguments", json_strings(args)),
-            ("error.type", (failed, json_strings(strings([e or "" for e in errors])))),
-        ],
-    )
+    call_ids = g.integers(0, 1 << 48, n).tolist()
+    attrs = []
+    for name, call, argument, error in zip(names, call_ids, arguments, errors, strict=True):
+        text = (
+            f'{{"gen_ai.operation.name":"execute_tool","gen_ai.tool.name":"{name}",'
+            f'"gen_ai.tool.type":"function","gen_ai.tool.call.id":"call_{call:012x}",'
+            f'"gen_ai.tool.call.arguments":{json_text(argument)}'
+        )
+        if error is not None:
+            text += ',"error.type":' + json_text(error)
+        attrs.append(text + "}")
+    any_failed = bool(failed.any())
     step.blocks.add(
         step.turn_ids[rows], templates, start, end,
-        tool_args=args, attributes=attrs, error_type=errors, status_message=messages,
+        tool_args=strings(arguments), attributes=strings(attrs),
+        error_type=errors if any_failed else None,
+        status_message=messages if any_failed else None,
         output_text=(
-            [None if failed[i] else results[i] for i in range(n)] if step.full_text else None
+            ([None if f else r for f, r in zip(failed.tolist(), results, strict=True)]
+             if any_failed else results)
+            if step.full_text else None
         ),
     )  # fmt: skip
     return end, ~failed
