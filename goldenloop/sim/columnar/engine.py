@@ -721,7 +721,7 @@ class Step:
             spikes[hit] = spike[rows[hit]]
         rates = np.full(len(rows), base_rate)
         for index in np.unique(spikes[spikes >= 0]).tolist():
-            rates[spikes == index] = self.scenarios[index].error_rate  # type: ignore[attr-defined]
+            rates[spikes == index] = self.scenarios[index].error_rate
         end, ok = stages.tool(
             self, rows, clock[rows], names=names, arguments=arguments, results=results,
             rates=rates, spikes=spikes,

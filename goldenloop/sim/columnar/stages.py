@@ -304,14 +304,14 @@ def tool(
     templates = np.array([known[name] for name in names], np.int64)
     call_ids = g.integers(0, 1 << 48, n).tolist()
     attrs = []
-    for name, call, argument, error in zip(names, call_ids, arguments, errors, strict=True):
+    for name, call, argument, failure in zip(names, call_ids, arguments, errors, strict=True):
         text = (
             f'{{"gen_ai.operation.name":"execute_tool","gen_ai.tool.name":"{name}",'
             f'"gen_ai.tool.type":"function","gen_ai.tool.call.id":"call_{call:012x}",'
             f'"gen_ai.tool.call.arguments":{json_text(argument)}'
         )
-        if error is not None:
-            text += ',"error.type":' + json_text(error)
+        if failure is not None:
+            text += ',"error.type":' + json_text(failure)
         attrs.append(text + "}")
     any_failed = bool(failed.any())
     step.blocks.add(
