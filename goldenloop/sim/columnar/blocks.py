@@ -42,6 +42,9 @@ BLOCK_TYPES: Final[dict[str, pa.DataType]] = {
 }
 
 
+_LONG_TEXT: Final = frozenset({"input_text", "output_text"})
+
+
 def hex_ids(g: np.random.Generator, n: int, nbytes: int, prefix: str = "") -> pa.StringArray:
     """``n`` random ids: ``prefix`` + ``2 * nbytes`` lowercase hex digits, never all
     zeros (the last digit is odd, as in the per-session engine)."""
@@ -74,6 +77,21 @@ NULL: Final = literal(None)
 def strings(values: Sequence[str | None]) -> pa.StringArray:
     """Always name the type: inferring it costs ~50 µs without pandas (see ``literal``)."""
     return pa.array(values, pa.string())
+
+
+def texts(values: list[str | None]) -> pa.StringArray:
+    """Long strings (prompts, answers) as an Arrow array: joined once by Python into one
+    buffer of the exact size when they are all ASCII, which is twice as fast as
+    ``pa.array`` growing its buffer string by string (short strings: ``pa.array``)."""
+    if None in values:
+        return strings(values)
+    joined = "".join(values)  # type: ignore[arg-type]
+    if not joined.isascii():
+        return strings(values)
+    offsets = np.zeros(len(values) + 1, np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])  # type: ignore[arg-type]
+    data = pa.py_buffer(joined.encode())
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), data)
 
 
 def bools(mask: np.ndarray[Any, np.dtype[np.bool_]]) -> pa.BooleanArray:
@@ -183,8 +201,12 @@ class SpanBlocks:
         for name, values in columns.items():
             if values is None:
                 continue
-            kind = BLOCK_TYPES[name]
-            block[name] = values if isinstance(values, pa.Array) else pa.array(values, kind)
+            if isinstance(values, pa.Array):
+                block[name] = values
+            elif name in _LONG_TEXT:
+                block[name] = texts(values)
+            else:
+                block[name] = pa.array(values, BLOCK_TYPES[name])
         self.blocks.append(block)
 
     def __len__(self) -> int:
