@@ -1,7 +1,7 @@
 """Throughput of the simulator's bulk path: generate → normalize → insert into DuckDB.
 
-Prints spans/s (median of ``--runs`` runs) for each size, per stage so the cost of each
-step is visible:
+Prints spans/s (median of ``--runs`` runs) for each size and engine (``--engines``),
+per stage so the cost of each step is visible. The per-session engine (``sessions``):
 
 * ``generate``      simulate() alone (RawSpans + feedback + outcomes, ~3 KB text/span)
 * ``+normalize``    generate and ``normalize_spans`` (what the server runs per request)
@@ -13,8 +13,12 @@ step is visible:
 * ``bulk all``      ``write_to_store()`` with feedback and outcomes (only for sizes up to
                     ``--full-max``, because those inserts are row-at-a-time today)
 
+The columnar engine (``columnar``) makes stored rows directly, so it has one generation
+step, ``rows`` (``columnar_pieces``: spans as stored, feedback, outcomes, ground
+truth), then the same bulk steps.
+
 Usage: ``python benchmarks/sim_bulk.py [--sizes 100000 1000000] [--runs 3]
-[--workers 0 auto] [--text short] [--out FILE]``
+[--engines sessions columnar] [--workers 0 auto] [--text short] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from goldenloop.ingest.arrow import span_batch_to_arrow
 from goldenloop.ingest.normalize import normalize_spans
 from goldenloop.pricing import PriceTable
 from goldenloop.sim import SimConfig, default_start, simulate, write_to_store
+from goldenloop.sim.columnar import columnar_pieces
 from goldenloop.sim.config import TextMode
 from goldenloop.sim.gcpause import paused_gc
 from goldenloop.sim.parallel import auto_workers
@@ -51,6 +56,12 @@ def config_for(spans: int, text: TextMode) -> SimConfig:
         max_spans=spans,
         text=text,
     )
+
+
+def columnar_rows(config: SimConfig) -> int:
+    now_us = int(time.time() * 1e6)
+    with paused_gc():
+        return sum(p.table.num_rows for p in columnar_pieces(config, now_us=now_us))
 
 
 def generate(config: SimConfig) -> int:
@@ -118,32 +129,39 @@ def main() -> None:
         default=["0", "auto"],
         help="worker processes for the bulk steps: numbers and/or 'auto'",
     )
+    parser.add_argument(
+        "--engines", nargs="+", choices=["sessions", "columnar"], default=["sessions", "columnar"]
+    )
     parser.add_argument("--out", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     lines = [f"sim bulk path, text={args.text}, median of {args.runs} runs (spans/s)"]
     print(lines[0], flush=True)
     for size in args.sizes:
-        config = config_for(size, cast(TextMode, args.text))
-        steps: list[tuple[str, Callable[[SimConfig], int]]] = [
-            ("generate", generate),
-            ("+normalize", generate_normalize),
-            ("+arrow", generate_normalize_arrow),
-        ]
-        for choice in args.workers:
-            workers = auto_workers(config) if choice == "auto" else int(choice)
-            label = f"w={workers}" + (" (auto)" if choice == "auto" else "")
-            steps.append(
-                (f"bulk spans {label}", partial(bulk, include_feedback=False, workers=workers))
-            )
-            if size <= args.full_max:
+        for engine in args.engines:
+            config = config_for(size, cast(TextMode, args.text)).replace(engine=engine)
+            if engine == "columnar":
+                steps: list[tuple[str, Callable[[SimConfig], int]]] = [("rows", columnar_rows)]
+            else:
+                steps = [
+                    ("generate", generate),
+                    ("+normalize", generate_normalize),
+                    ("+arrow", generate_normalize_arrow),
+                ]
+            for choice in args.workers:
+                workers = auto_workers(config) if choice == "auto" else int(choice)
+                label = f"w={workers}" + (" (auto)" if choice == "auto" else "")
                 steps.append(
-                    (f"bulk all {label}", partial(bulk, include_feedback=True, workers=workers))
+                    (f"bulk spans {label}", partial(bulk, include_feedback=False, workers=workers))
                 )
-        for label, step in steps:
-            rate = median_rate(step, config, args.runs)
-            line = f"{size:>9,} spans  {label:<24} {rate:>10,.0f} spans/s"
-            print(line, flush=True)
-            lines.append(line)
+                if size <= args.full_max:
+                    steps.append(
+                        (f"bulk all {label}", partial(bulk, include_feedback=True, workers=workers))
+                    )
+            for label, step in steps:
+                rate = median_rate(step, config, args.runs)
+                line = f"{size:>9,} spans  {engine:<8} {label:<24} {rate:>10,.0f} spans/s"
+                print(line, flush=True)
+                lines.append(line)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 

@@ -235,6 +235,7 @@ def test_small_runs_stay_in_process_unless_workers_are_asked_for(tmp_path: Path)
     assert auto_workers(big.replace(max_spans=IN_PROCESS_MAX_SPANS)) == one_per_core
     assert auto_workers(big.replace(max_spans=IN_PROCESS_MAX_SPANS - 1)) == 0
     assert auto_workers(WHOLE_RUN) == 0  # ~5,700 spans
+    assert auto_workers(big.replace(engine="columnar")) == 0  # generation keeps up in-process
     store = DuckDBStore(tmp_path / "x.duckdb")
     try:
         with pytest.raises(ValueError, match="workers"):
