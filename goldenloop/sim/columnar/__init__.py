@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 
 from goldenloop.ingest.arrow import empty_span_table
 from goldenloop.pricing import PriceTable
+from goldenloop.sim.columnar.batch import Batch
 from goldenloop.sim.columnar.blocks import I64, bools, build_table
-from goldenloop.sim.columnar.engine import Batch
 from goldenloop.sim.columnar.render import to_raw_spans
 from goldenloop.sim.columnar.sessions import draw_sessions
 from goldenloop.sim.config import ALL_APPS, SimConfig

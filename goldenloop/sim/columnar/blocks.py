@@ -105,57 +105,6 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def quoted(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Each string as a JSON string literal, for strings that need no escaping (ids,
-    hashes, codes: letters, digits, ``-`` and ``_``)."""
-    quote = literal('"')
-    return pc.binary_join_element_wise(quote, values, quote, literal(""))
-
-
-def json_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Each string as a JSON string literal (quotes and backslashes escaped; the
-    simulator's attribute strings hold no control characters)."""
-    escaped = pc.replace_substring(values, "\\", "\\\\")
-    escaped = pc.replace_substring(escaped, '"', '\\"')
-    quote = literal('"')
-    return pc.binary_join_element_wise(quote, escaped, quote, literal(""))
-
-
-def json_numbers(values: list[float], mask: np.ndarray[Any, Any] | None = None) -> pa.Array:
-    """Floats as JSON numbers, formatted as orjson formats them (only where ``mask``
-    is set, if given: the others are left empty)."""
-    if mask is None:
-        return strings([orjson.dumps(v).decode() for v in values])
-    return strings(
-        [orjson.dumps(v).decode() if m else "" for v, m in zip(values, mask.tolist(), strict=True)]
-    )
-
-
-def json_object(n: int, members: list[tuple[str, Any]]) -> pa.Array:
-    """``n`` JSON objects built column-wise. Each member is (key, value) where value is
-    a JSON literal (str, same for every row), a string array of JSON literals, or
-    (for an optional member) ``(mask, array or literal)``: present where mask is set."""
-    parts: list[Any] = []
-    pending = "{"
-    for key, value in members:
-        head = ("" if pending == "{" and not parts else ",") + json_text(key) + ":"
-        if isinstance(value, tuple):
-            mask, value_ = value
-            segment = pc.binary_join_element_wise(literal(head), value_, literal(""))
-            parts += [pending, pc.if_else(bools(mask), segment, literal(""))]
-            pending = ""
-        elif isinstance(value, str):
-            pending += head + value
-        else:
-            parts += [pending + head, value]
-            pending = ""
-    parts.append(pending + "}")
-    if len(parts) == 1:
-        return strings([parts[0]] * n)
-    scalars = [literal(p) if isinstance(p, str) else p for p in parts]
-    return pc.binary_join_element_wise(*scalars, literal(""))
-
-
 @dataclass(frozen=True)
 class Template:
     """What a span shares with every span of its kind."""

@@ -44,6 +44,8 @@ FLAGS_SENT: Final = tuple(
     "{" + ", ".join(f'"{k}": "{v}"' for k, v in flags.items()) + "}" for _, flags in FLAG_SETS
 )
 FLAGS_STORED: Final = tuple(json_text(flags) for _, flags in FLAG_SETS)
+#: The sent flags as a JSON string value (as they appear inside span attributes).
+FLAGS_SENT_JSON: Final = tuple(json_text(flags) for flags in FLAGS_SENT)
 INDEXES: Final = (kb.OLD_INDEX, kb.CURRENT_INDEX)
 _EU: Final = np.array([loc.eu for loc in LOCALES])
 _USER_MIX_A: Final = np.uint64(0x9E3779B97F4A7C15)

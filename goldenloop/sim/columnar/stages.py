@@ -22,8 +22,6 @@ from goldenloop.pricing import PriceTable
 from goldenloop.sim.columnar.blocks import (
     SpanBlocks,
     Template,
-    json_numbers,
-    json_object,
     json_text,
     strings,
 )
@@ -37,7 +35,7 @@ from goldenloop.sim.stages import (
 )
 
 if TYPE_CHECKING:
-    from goldenloop.sim.columnar.engine import Step
+    from goldenloop.sim.columnar.step import Step
 
 I64 = np.ndarray[Any, np.dtype[np.int64]]
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -338,14 +336,12 @@ def guardrail(
     score = np.where(block, 0.9 + 0.095 * u, np.where(risky, 0.35 + 0.3 * u, 0.01 + 0.15 * u))
     decision = np.where(block, "block", "allow").tolist()
     rounded = np.round(score, 3)
-    attrs = json_object(
-        n,
+    head = f'{{"{cv.SPAN_KIND}":"guardrail","goldenloop.guardrail.name":{json_text(name)},'
+    attrs = strings(
         [
-            (cv.SPAN_KIND, '"guardrail"'),
-            ("goldenloop.guardrail.name", json_text(name)),
-            ("goldenloop.guardrail.decision", strings([f'"{d}"' for d in decision])),
-            (cv.SCORE, json_numbers(rounded.tolist())),
-        ],
+            f'{head}"goldenloop.guardrail.decision":"{d}","{cv.SCORE}":{json_text(r)}}}'
+            for d, r in zip(decision, rounded.tolist(), strict=True)
+        ]
     )
     template = step.blocks.template(Template("guardrail " + name, "guardrail"))
     step.blocks.add(
@@ -383,26 +379,25 @@ def judge(
         0.35 * g.standard_normal(n)
     ) + out_tok * model.ms_per_token * np.exp(0.12 * g.standard_normal(n))
     end = start + (latency * 1000).astype(np.int64)
-    attrs = json_object(
-        n,
+    head = (
+        f'{{"{cv.SPAN_KIND}":"judge","gen_ai.operation.name":"chat",'
+        f'"gen_ai.provider.name":"{model.provider}","gen_ai.request.model":"{model.request}",'
+        f'"gen_ai.response.model":"{model.response}","gen_ai.usage.input_tokens":'
+    )
+    attrs = strings(
         [
-            (cv.SPAN_KIND, '"judge"'),
-            ("gen_ai.operation.name", '"chat"'),
-            ("gen_ai.provider.name", json_text(model.provider)),
-            ("gen_ai.request.model", json_text(model.request)),
-            ("gen_ai.response.model", json_text(model.response)),
-            ("gen_ai.usage.input_tokens", pa.array(in_tok).cast(pa.string())),
-            ("gen_ai.usage.output_tokens", pa.array(out_tok).cast(pa.string())),
-            ("gen_ai.evaluation.name", '"answer_correctness"'),
-            (cv.SCORE, json_numbers(score.tolist())),
-        ],
+            f'{head}{i},"gen_ai.usage.output_tokens":{o},'
+            f'"gen_ai.evaluation.name":"answer_correctness","{cv.SCORE}":{json_text(x)}}}'
+            for i, o, x in zip(in_tok.tolist(), out_tok.tolist(), score.tolist(), strict=True)
+        ]
     )
     template = step.blocks.template(
         Template("judge answer_correctness", "judge", model.response, model.provider)
     )
     step.blocks.add(
         step.turn_ids[rows], template, start, end,
-        input_tokens=in_tok, output_tokens=out_tok, cost_usd=step.batch.prices.cost(np.full(n, MODEL_INDEX[model.request]), in_tok, out_tok),
+        input_tokens=in_tok, output_tokens=out_tok,
+        cost_usd=step.batch.prices.cost(np.full(n, MODEL_INDEX[model.request]), in_tok, out_tok),
         score=score, attributes=attrs,
         input_text=[JUDGE_RUBRIC + t for t in texts] if step.full_text else None,
         output_text=(
