@@ -16,8 +16,8 @@ a fraction of a second).
 
 Memory stays bounded whatever the size of the run: each worker has at most
 ``_LOOKAHEAD`` pieces waiting in this process, one in its pipe and one being made, and
-the writer holds at most two groups of about ``chunk_spans`` spans (one filling, one
-being inserted). Pieces are parts of about ``_PART_SPANS`` spans; an hour with more
+the writer holds at most three groups of about ``chunk_spans`` spans (one filling, one
+queued, one being inserted). Pieces are parts of about ``_PART_SPANS`` spans; an hour with more
 spans than that is a part of its own, cut into pieces of up to ``chunk_spans``.
 """
 
