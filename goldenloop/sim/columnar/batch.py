@@ -62,7 +62,8 @@ class Batch:
         self.inject_at = np.full(n, -1, np.int64)
         self.wave = np.full(n, -1, np.int64)
         self.previous: list[str] = [""] * n
-        self.history: list[list[str]] = [[] for _ in range(n)]
+        #: Each session's exchanges so far, as (UTF-8, length in characters).
+        self.history: list[list[tuple[bytes, int]]] = [[] for _ in range(n)]
         self.last_message: list[str] = [""] * n
         self.last_end = np.zeros(n, np.int64)
         # Per turn row of the batch, in order of creation.

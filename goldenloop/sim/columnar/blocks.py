@@ -42,7 +42,7 @@ BLOCK_TYPES: Final[dict[str, pa.DataType]] = {
 }
 
 
-_LONG_TEXT: Final = frozenset({"input_text", "output_text"})
+_LONG_TEXT: Final = frozenset({"input_text", "output_text", "attributes"})
 
 
 def hex_ids(g: np.random.Generator, n: int, nbytes: int, prefix: str = "") -> pa.StringArray:

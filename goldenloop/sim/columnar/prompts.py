@@ -36,8 +36,7 @@ class PromptParts:
         ]
         self.context: list[tuple[bytes, int]] = [_EMPTY] * step.n
         self.tools = [""] * step.n
-        history = ["".join(batch.history[row][-3:]) for row in step.rows.tolist()]
-        self.history = [(h.encode(), len(h)) for h in history]
+        self.history = [_last_three(batch.history[row]) for row in step.rows.tolist()]
         self.user = [(("user: " + m).encode(), len(m) + 6) for m in messages]
 
     def set_context(self, row: int, text: str) -> None:
@@ -87,6 +86,14 @@ class PromptParts:
 
 
 _EMPTY: Final = (b"", 0)
+
+
+def _last_three(exchanges: list[tuple[bytes, int]]) -> tuple[bytes, int]:
+    """The history a prompt carries: the last three exchanges."""
+    if len(exchanges) < 2:
+        return exchanges[0] if exchanges else _EMPTY
+    last = exchanges[-3:]
+    return b"".join([text for text, _ in last]), sum(chars for _, chars in last)
 
 
 @cache

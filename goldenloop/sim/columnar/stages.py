@@ -237,7 +237,7 @@ def llm(
              if any_failed else outputs)
             if full else None
         ),
-        attributes=strings(attrs),
+        attributes=attrs,
         error_type=errors if any_failed else None,
         status_message=messages if any_failed else None,
     )  # fmt: skip
@@ -314,7 +314,7 @@ def tool(
     any_failed = bool(failed.any())
     step.blocks.add(
         step.turn_ids[rows], templates, start, end,
-        tool_args=strings(arguments), attributes=strings(attrs),
+        tool_args=strings(arguments), attributes=attrs,
         error_type=errors if any_failed else None,
         status_message=messages if any_failed else None,
         output_text=(
@@ -337,12 +337,10 @@ def guardrail(
     decision = np.where(block, "block", "allow").tolist()
     rounded = np.round(score, 3)
     head = f'{{"{cv.SPAN_KIND}":"guardrail","goldenloop.guardrail.name":{json_text(name)},'
-    attrs = strings(
-        [
-            f'{head}"goldenloop.guardrail.decision":"{d}","{cv.SCORE}":{json_text(r)}}}'
-            for d, r in zip(decision, rounded.tolist(), strict=True)
-        ]
-    )
+    attrs = [
+        f'{head}"goldenloop.guardrail.decision":"{d}","{cv.SCORE}":{json_text(r)}}}'
+        for d, r in zip(decision, rounded.tolist(), strict=True)
+    ]
     template = step.blocks.template(Template("guardrail " + name, "guardrail"))
     step.blocks.add(
         step.turn_ids[rows], template, start, end, score=rounded,
@@ -384,13 +382,11 @@ def judge(
         f'"gen_ai.provider.name":"{model.provider}","gen_ai.request.model":"{model.request}",'
         f'"gen_ai.response.model":"{model.response}","gen_ai.usage.input_tokens":'
     )
-    attrs = strings(
-        [
-            f'{head}{i},"gen_ai.usage.output_tokens":{o},'
-            f'"gen_ai.evaluation.name":"answer_correctness","{cv.SCORE}":{json_text(x)}}}'
-            for i, o, x in zip(in_tok.tolist(), out_tok.tolist(), score.tolist(), strict=True)
-        ]
-    )
+    attrs = [
+        f'{head}{i},"gen_ai.usage.output_tokens":{o},'
+        f'"gen_ai.evaluation.name":"answer_correctness","{cv.SCORE}":{json_text(x)}}}'
+        for i, o, x in zip(in_tok.tolist(), out_tok.tolist(), score.tolist(), strict=True)
+    ]
     template = step.blocks.template(
         Template("judge answer_correctness", "judge", model.response, model.provider)
     )

@@ -143,9 +143,8 @@ class Step:
         root_spans(self, result, t_start, end, messages, prompts, message_id)
         quality = result.quality
         for i, row in enumerate(rows.tolist()):
-            b.history[row].append(
-                "user: " + messages[i] + "\nassistant: " + result.answers[i] + "\n"
-            )
+            entry = "user: " + messages[i] + "\nassistant: " + result.answers[i] + "\n"
+            b.history[row].append((entry.encode(), len(entry)))
         for row, message in zip(rows.tolist(), self._previous, strict=True):
             b.previous[row] = message
         feedback(self, result, t_start, end, message_id, prompts, intent)
@@ -437,7 +436,7 @@ class Step:
                     f'"goldenloop.retrieval.doc_ids":{docs}}}'
                 )
         self.blocks.add(
-            self.turn_ids[rows], template, start, end, attributes=strings(attributes),
+            self.turn_ids[rows], template, start, end, attributes=attributes,
             input_text=[messages[i] for i in rows.tolist()] if self.full_text else None,
             output_text=[f.text for f in found] if self.full_text else None,
         )  # fmt: skip

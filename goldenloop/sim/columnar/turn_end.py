@@ -12,7 +12,7 @@ from goldenloop import conventions as cv
 from goldenloop.model import Feedback, Outcome
 from goldenloop.sim.apps import BREAKER_LIMIT
 from goldenloop.sim.columnar import stages
-from goldenloop.sim.columnar.blocks import Template, hex_ids, json_text, strings
+from goldenloop.sim.columnar.blocks import Template, hex_ids, json_text
 from goldenloop.sim.columnar.sessions import BILLING, FLAGS_SENT_JSON, INDEXES, REFUND, SEARCH
 from goldenloop.sim.columnar.turn import (
     ANSWER_MODEL,
@@ -110,7 +110,7 @@ def root_spans(
         attributes.append(text + "}")
     step.blocks.add(
         step.turn_ids, np.array([templates[app] for app in apps]),
-        start, end, attributes=strings(attributes), input_text=messages,
+        start, end, attributes=attributes, input_text=messages,
         output_text=result.answers,
         error_type=errors if any_failed else None,
         status_message=texts if any_failed else None,
