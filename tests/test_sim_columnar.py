@@ -278,3 +278,35 @@ def test_ground_truth_is_what_the_rows_show(week: Any) -> None:
 def test_an_unknown_engine_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"engine: unknown 'fast'.*sessions.*columnar"):
         SimConfig(engine="fast")  # type: ignore[arg-type]
+
+
+def test_the_flag_rules_find_what_the_columnar_engine_injected(tmp_path: Path) -> None:
+    """The detectors see the columnar engine's traffic as they see the per-session
+    engine's (``test_flags_sim``): the rules whose ground truth is exact flag exactly
+    the sessions the manifest lists."""
+    from flags_simdata import SIM_START, load_sim, themed_config
+
+    from goldenloop.flags import run_incremental
+
+    store = DuckDBStore(tmp_path / "flags.duckdb")
+    store.migrate()
+    manifest = load_sim(store, themed_config().replace(engine="columnar"))
+    run = run_incremental(store, now=SIM_START + timedelta(days=1, hours=3))
+    assert not run.errors, run.errors
+    flagged: dict[str, set[str]] = {}
+    for rule, session in store.fetch("SELECT rule, session_id FROM flags"):
+        flagged.setdefault(rule, set()).add(session)
+    failures = manifest.failures
+    for rule in ("thumbs_down", "circuit_breaker", "max_tokens", "judge_low"):
+        assert failures[rule], rule
+        assert flagged.get(rule, set()) == failures[rule], rule
+    # A breaker loop has failure streaks of its own; the manifest lists streaks of retries.
+    streaks = flagged.get("tool_error_streak", set())
+    assert failures["tool_error_streak"] <= streaks
+    assert streaks - failures["tool_error_streak"] <= failures["circuit_breaker"]
+    rephrased = flagged.get("rephrase", set())
+    assert len(rephrased & failures["rephrase"]) >= 0.9 * len(failures["rephrase"]) > 0
+    # The abandon rule leaves out sessions that ended in a goodbye or a successful
+    # outcome, which the manifest still lists (test_flags_sim scores that part).
+    assert flagged.get("abandon") and flagged["abandon"] <= failures["abandon"]
+    assert not flagged.get("invalid_tool_args")

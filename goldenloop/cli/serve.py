@@ -107,7 +107,7 @@ _engine_option = click.option(
     default="sessions",
     show_default=True,
     help="Traffic generator: 'sessions' (one session at a time) or 'columnar' (whole "
-    "batches at once with numpy, ~2.5x faster; same traffic model, different draws).",
+    "batches at once with numpy, ~3x cheaper per span; same traffic model, different draws).",
 )
 
 
