@@ -26,6 +26,7 @@ from goldenloop.metrics.stats import (
 )
 from goldenloop.model import Outcome
 from goldenloop.sim import PromptRegression, SimConfig
+from goldenloop.sim.config import Engine
 from goldenloop.store.base import Store
 from goldenloop.store.duckdb import DuckDBStore
 
@@ -134,21 +135,27 @@ def test_a_single_locale_regression_is_the_top_finding(store: Store) -> None:
 
 
 # -- simulator traffic ---------------------------------------------------------------------
-def _sim_store(path: Path, scenarios: tuple[PromptRegression, ...]) -> DuckDBStore:
+def _sim_store(
+    path: Path, scenarios: tuple[PromptRegression, ...], engine: Engine = "sessions"
+) -> DuckDBStore:
     store = DuckDBStore(path)
     store.migrate()
     load_sim(store, SimConfig(seed=3, start=START, days=1.5, sessions_per_day=2500, text="short",
-                              scenarios=scenarios))  # fmt: skip
+                              scenarios=scenarios, engine=engine))  # fmt: skip
     return store
 
 
-@pytest.fixture(scope="module")
-def regressed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBStore]:
+@pytest.fixture(scope="module", params=["sessions", "columnar"])
+def regressed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DuckDBStore]:
+    """A de-DE regression from day 2, 08:00, in traffic from either simulator engine."""
     regression = PromptRegression(
         name="de-refund-regression", start=START + timedelta(days=1, hours=8),
         end=START + timedelta(days=2), locales=("de-DE",), flag=None,
     )  # fmt: skip
-    store = _sim_store(tmp_path_factory.mktemp("sim") / "regressed.duckdb", (regression,))
+    path = tmp_path_factory.mktemp("sim") / "regressed.duckdb"
+    store = _sim_store(path, (regression,), request.param)
     yield store
     store.close()
 
@@ -193,8 +200,9 @@ def test_finds_the_default_eu_prompt_regression_named_by_the_manifest(tmp_path: 
         store.close()
 
 
-def test_reports_nothing_on_a_clean_day(tmp_path: Path) -> None:
-    store = _sim_store(tmp_path / "clean.duckdb", ())
+@pytest.mark.parametrize("engine", ["sessions", "columnar"])
+def test_reports_nothing_on_a_clean_day(tmp_path: Path, engine: Engine) -> None:
+    store = _sim_store(tmp_path / "clean.duckdb", (), engine)
     try:
         for hour in (9, 15, 21, 30):
             window = TimeWindow.last("3h", end=START + timedelta(hours=hour))
