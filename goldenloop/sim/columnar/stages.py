@@ -206,7 +206,7 @@ def llm(
         reason = _REASONS[oi][m][o]
         stop_reasons.append(_STOP[reason])
         row = step_rows[i]
-        prompt, flags = step.prompt_list[row], step.flags_text[row]
+        prompt, flags = step.prompts[row], step.flags_text[row]
         if oi:
             text = (
                 f'{_OI_HEAD[m]}{tokens_in},"llm.token_count.completion":{tokens_out},'

@@ -123,8 +123,8 @@ class Step:
             if wave >= 0:
                 self.scenario(self.scenarios[wave].name, i)
         prompts = self._prompts()
-        self.prompts = strings(prompts)
-        self.prompt_list = prompts
+        #: Per step row: the prompt version and the flags as sent (for LLM attributes).
+        self.prompts = prompts
         self.flags_text = [FLAGS_SENT_JSON[f] for f in s.flag_set[rows].tolist()]
         trace = hex_ids(g, n, 16)
         search = self.app == SEARCH
@@ -132,7 +132,7 @@ class Step:
         b.turn_session.append(rows)
         b.turn_trace.append(trace)
         b.turn_message.append(message_id)
-        b.turn_prompt.append(self.prompts)
+        b.turn_prompt.append(strings(prompts))
         b.truth.turns += n
         result = TurnResult(n)
         t_start = b.t[rows]
